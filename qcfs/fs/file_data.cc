@@ -1,0 +1,714 @@
+// Volume: the data path. Writes land in per-file chunk buffers; the flusher
+// (or fsync, close, truncation) hashes and compresses them on the worker
+// pool, has the chunk store write and sync the new chunks, then commits one
+// metadata batch per file: extents, reference counts, inode size and times.
+#include <fcntl.h>
+#include <linux/falloc.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "qcfs/core/coding.h"
+#include "qcfs/core/log.h"
+#include "qcfs/fs/internal/inode.h"
+#include "qcfs/fs/internal/time.h"
+#include "qcfs/fs/volume.h"
+
+namespace qcfs {
+
+using internal::ChunkBuf;
+using internal::FlushChunk;
+using internal::FlushItem;
+using internal::Inode;
+using schema::ExtentRecord;
+using schema::InodeRecord;
+
+namespace {
+
+constexpr uint64_t kMaxFileSize = 1ull << 60;
+constexpr int64_t kDayNs = 24ll * 3600 * 1000000000;
+
+rocksdb::Slice Sl(const std::string& s) { return rocksdb::Slice(s); }
+
+}  // namespace
+
+// ---------------------------------------------------------------- buffers
+
+Status Volume::ReserveBuffer() {
+  QCFS_RETURN_IF_ERROR(store_->Reserve(store_->ReservationFor(chunk_size_)));
+  std::lock_guard lock(flush_mu_);
+  buffered_bytes_ += chunk_size_;
+  return Status::Ok();
+}
+
+void Volume::ReleaseBuffer(size_t count) {
+  if (count == 0) return;
+  store_->Unreserve(count * store_->ReservationFor(chunk_size_));
+  {
+    std::lock_guard lock(flush_mu_);
+    buffered_bytes_ -= std::min<uint64_t>(buffered_bytes_, uint64_t{count} * chunk_size_);
+  }
+  drained_cv_.notify_all();
+}
+
+void Volume::WakeFlusher() {
+  {
+    std::lock_guard lock(flush_mu_);
+    flush_requested_ = true;
+  }
+  flush_cv_.notify_one();
+}
+
+Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, uint64_t index,
+                                                         std::unique_lock<std::mutex>* stripe, bool overwrite) {
+  for (int attempt = 0;; ++attempt) {
+    auto it = inode->dirty.find(index);
+    if (it != inode->dirty.end()) return it->second;
+    std::shared_ptr<const std::vector<std::byte>> base;
+    auto inf = inode->inflight.find(index);
+    std::shared_ptr<ChunkBuf> from_inflight = inf != inode->inflight.end() ? inf->second : nullptr;
+    if (!from_inflight && !overwrite && index * chunk_size_ < inode->rec.size) {
+      // Read-modify-write of a stored chunk: read it without the stripe lock.
+      const uint64_t generation = inode->generation;
+      stripe->unlock();
+      Result<std::shared_ptr<const std::vector<std::byte>>> loaded = std::shared_ptr<const std::vector<std::byte>>();
+      auto value = db_->Get(schema::ExtentKey(inode->ino, index));
+      if (!value.ok()) {
+        loaded = value.status();
+      } else if (value->has_value()) {
+        ExtentRecord e;
+        if (!ExtentRecord::Decode(**value, &e)) {
+          loaded = Status::Errorf(EIO, "inode {} chunk {}: malformed extent record", inode->ino, index);
+        } else {
+          loaded = store_->Read(e.fp);
+        }
+      }
+      stripe->lock();
+      if (inode->generation != generation || inode->dirty.count(index) || inode->inflight.count(index)) {
+        if (attempt < 8) continue;  // changed underneath: look again
+      }
+      if (!loaded.ok()) {
+        if (loaded.status().code() == ENOENT && attempt < 8) continue;
+        return loaded.status().WithContext(fmt::format("reading inode {} chunk {} to modify it", inode->ino, index));
+      }
+      base = *loaded;
+    }
+    QCFS_RETURN_IF_ERROR(ReserveBuffer());
+    auto buf = std::make_shared<ChunkBuf>();
+    buf->data.assign(chunk_size_, std::byte{0});
+    if (from_inflight) {
+      buf->data = from_inflight->data;
+    } else if (base) {
+      std::memcpy(buf->data.data(), base->data(), std::min<size_t>(base->size(), chunk_size_));
+    }
+    // Bytes past the end of the file are zero in every buffer.
+    const uint64_t start = index * chunk_size_;
+    if (start + chunk_size_ > inode->size) {
+      size_t keep = inode->size > start ? static_cast<size_t>(inode->size - start) : 0;
+      std::memset(buf->data.data() + keep, 0, chunk_size_ - keep);
+    }
+    inode->dirty.emplace(index, buf);
+    if (inode->dirty_since.load() == 0) inode->dirty_since.store(internal::MonoNs());
+    return buf;
+  }
+}
+
+// ---------------------------------------------------------------- open / close
+
+Result<Attr> Volume::Open(uint64_t ino, int flags) {
+  QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
+  std::lock_guard stripe(StripeFor(ino));
+  if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
+  const bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+  if (writing && options_.read_only) return Status::Error(EROFS, "volume is mounted read-only");
+  if (writing && S_ISDIR(inode->rec.mode)) return Status::Error(EISDIR, "is a directory");
+  inode->open_count += 1;
+  return ToAttr(ino, inode->rec, inode.get());
+}
+
+Status Volume::Release(uint64_t ino) {
+  InodeRef inode = FindState(ino);
+  if (!inode) return Status::Ok();
+  bool purge = false;
+  bool dirty = false;
+  {
+    std::lock_guard stripe(StripeFor(ino));
+    if (inode->open_count > 0) inode->open_count -= 1;
+    purge = inode->open_count == 0 && inode->rec.nlink == 0 && !inode->purged;
+    dirty = !inode->dirty.empty() || inode->attr_dirty;
+  }
+  if (purge) {
+    QCFS_RETURN_IF_ERROR(Purge(ino));
+  } else if (dirty) {
+    {
+      std::lock_guard lock(flush_mu_);
+      release_queue_.push_back(inode);
+    }
+    flush_cv_.notify_one();
+  }
+  MaybeDropState(inode);
+  return Status::Ok();
+}
+
+Status Volume::FlushHandle(uint64_t ino) {
+  InodeRef inode = FindState(ino);
+  if (!inode) return Status::Ok();
+  Status err;
+  bool dirty;
+  {
+    std::lock_guard stripe(StripeFor(ino));
+    err = std::exchange(inode->write_error, Status::Ok());
+    dirty = !inode->dirty.empty();
+  }
+  if (dirty) {
+    {
+      std::lock_guard lock(flush_mu_);
+      release_queue_.push_back(inode);
+    }
+    flush_cv_.notify_one();
+  }
+  return err;
+}
+
+Status Volume::Fsync(uint64_t ino, bool datasync) {
+  (void)datasync;  // the inode record travels with the data batch either way
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  InodeRef inode = FindState(ino);
+  if (inode) {
+    QCFS_RETURN_IF_ERROR(FlushInodes({inode}, true));
+    std::lock_guard stripe(StripeFor(ino));
+    QCFS_RETURN_IF_ERROR(std::exchange(inode->write_error, Status::Ok()));
+  }
+  QCFS_RETURN_IF_ERROR(db_->SyncWal());
+  return store_->SyncFreed();
+}
+
+// ---------------------------------------------------------------- read
+
+Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) {
+  QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
+  struct Pending {
+    uint64_t index;
+    size_t in_chunk;
+    size_t length;
+    std::byte* dest;
+  };
+  size_t total = 0;
+  Status result;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    std::vector<Pending> pending;
+    {
+      std::lock_guard stripe(StripeFor(ino));
+      if (inode->purged) {
+        result = Status::Errorf(ENOENT, "inode {} was deleted", ino);
+        break;
+      }
+      if (S_ISDIR(inode->rec.mode)) {
+        result = Status::Error(EISDIR, "is a directory");
+        break;
+      }
+      const uint64_t size = inode->size;
+      if (offset >= size || out.empty()) {
+        total = 0;
+        break;
+      }
+      total = static_cast<size_t>(std::min<uint64_t>(out.size(), size - offset));
+      uint64_t pos = offset;
+      const uint64_t end = offset + total;
+      while (pos < end) {
+        const uint64_t index = pos / chunk_size_;
+        const size_t in_chunk = static_cast<size_t>(pos % chunk_size_);
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_size_ - in_chunk, end - pos));
+        std::byte* dest = out.data() + (pos - offset);
+        const ChunkBuf* buf = nullptr;
+        if (auto it = inode->dirty.find(index); it != inode->dirty.end()) buf = it->second.get();
+        else if (auto jt = inode->inflight.find(index); jt != inode->inflight.end()) buf = jt->second.get();
+        if (buf != nullptr) {
+          std::memcpy(dest, buf->data.data() + in_chunk, n);
+        } else if (pos >= inode->rec.size) {
+          std::memset(dest, 0, n);  // beyond what is stored: a hole
+        } else {
+          pending.push_back({index, in_chunk, n, dest});
+        }
+        pos += n;
+      }
+    }
+    result = Status::Ok();
+    bool retry = false;
+    for (const Pending& p : pending) {
+      auto value = db_->Get(schema::ExtentKey(ino, p.index));
+      if (!value.ok()) {
+        result = value.status();
+        break;
+      }
+      if (!value->has_value()) {
+        std::memset(p.dest, 0, p.length);
+        continue;
+      }
+      ExtentRecord e;
+      if (!ExtentRecord::Decode(**value, &e)) {
+        result = Status::Errorf(EIO, "inode {} chunk {}: malformed extent record", ino, p.index);
+        break;
+      }
+      auto data = store_->Read(e.fp);
+      if (!data.ok()) {
+        if (data.status().code() == ENOENT) {  // replaced by a concurrent flush: look again
+          retry = true;
+          result = Status::Errorf(EIO, "inode {} chunk {}: {}", ino, p.index, data.status().ToString());
+          break;
+        }
+        result = Status::Errorf(EIO, "inode {} chunk {}: {}", ino, p.index, data.status().ToString());
+        break;
+      }
+      const auto& bytes = **data;
+      size_t have = bytes.size() > p.in_chunk ? std::min(bytes.size() - p.in_chunk, p.length) : 0;
+      if (have > 0) std::memcpy(p.dest, bytes.data() + p.in_chunk, have);
+      if (have < p.length) std::memset(p.dest + have, 0, p.length - have);
+    }
+    if (!retry) break;
+  }
+  MaybeDropState(inode);
+  QCFS_RETURN_IF_ERROR(result);
+  MaybeUpdateAtime(ino);
+  return total;
+}
+
+void Volume::MaybeUpdateAtime(uint64_t ino) {
+  if (options_.atime == AtimeMode::kNoatime || options_.read_only) return;
+  const int64_t now = internal::NowNs();
+  {
+    std::lock_guard stripe(StripeFor(ino));
+    InodeRef state = FindState(ino);
+    InodeRecord rec;
+    if (state) {
+      rec = state->rec;
+    } else {
+      auto r = LoadRecord(ino);
+      if (!r.ok()) return;
+      rec = *r;
+    }
+    bool update = options_.atime == AtimeMode::kStrictatime || rec.atime_ns <= rec.mtime_ns ||
+                  rec.atime_ns <= rec.ctime_ns || now - rec.atime_ns >= kDayNs;
+    if (!update) return;
+    rec.atime_ns = now;
+    rocksdb::WriteBatch batch;
+    PutInode(&batch, ino, rec);
+    if (!WriteBatch(&batch).ok()) return;
+    if (state) state->rec.atime_ns = now;
+  }
+  if (options_.on_attr_changed) options_.on_attr_changed(ino);
+}
+
+// ---------------------------------------------------------------- write
+
+Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (data.empty()) return size_t{0};
+  QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
+  {
+    // Backpressure: wait while buffered data is at its limit.
+    const uint64_t need = (data.size() / chunk_size_ + 2) * chunk_size_;
+    std::unique_lock lock(flush_mu_);
+    if (buffered_bytes_ + need > options_.cache_bytes) {
+      flush_requested_ = true;
+      flush_cv_.notify_one();
+      drained_cv_.wait(lock, [&] { return stopping_ || buffered_bytes_ + need <= options_.cache_bytes; });
+    }
+  }
+  Status result;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::unique_lock stripe(StripeFor(ino));
+    if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
+    if (!S_ISREG(inode->rec.mode)) return Status::Error(EINVAL, "not a regular file");
+    uint64_t pos = append ? inode->size : offset;
+    if (pos + data.size() > kMaxFileSize || pos + data.size() < pos) {
+      return Status::Error(EFBIG, "file would exceed the maximum size");
+    }
+    const uint64_t start = pos;
+    const uint64_t end = pos + data.size();
+    result = Status::Ok();
+    while (pos < end) {
+      const uint64_t index = pos / chunk_size_;
+      const size_t in_chunk = static_cast<size_t>(pos % chunk_size_);
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_size_ - in_chunk, end - pos));
+      const bool overwrite = in_chunk == 0 && n == chunk_size_;
+      auto buf = DirtyBufferFor(inode, index, &stripe, overwrite);
+      if (!buf.ok()) {
+        result = buf.status();
+        break;
+      }
+      std::memcpy((*buf)->data.data() + in_chunk, data.data() + (pos - start), n);
+      pos += n;
+      // Extend as we go, so that a later buffer of this write is not zeroed past the old end.
+      if (pos > inode->size) inode->size = pos;
+    }
+    const int64_t now = internal::NowNs();
+    inode->rec.mtime_ns = inode->rec.ctime_ns = now;
+    inode->attr_dirty = true;
+    if (result.ok()) break;
+    if (result.code() != ENOSPC || attempt > 0) return result;
+    // Out of space: flush what is buffered (its reservations shrink to what
+    // it really takes) and try once more.
+    stripe.unlock();
+    QCFS_RETURN_IF_ERROR(Sync());
+  }
+  bool pressure;
+  {
+    std::lock_guard lock(flush_mu_);
+    pressure = buffered_bytes_ > options_.cache_bytes / 4;
+  }
+  if (pressure) WakeFlusher();
+  return data.size();
+}
+
+// ---------------------------------------------------------------- flush
+
+Status Volume::FlushInodes(std::vector<InodeRef> inodes, bool sync) {
+  std::sort(inodes.begin(), inodes.end(), [](const InodeRef& a, const InodeRef& b) { return a->ino < b->ino; });
+  inodes.erase(std::unique(inodes.begin(), inodes.end()), inodes.end());
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(inodes.size());
+  for (const InodeRef& inode : inodes) locks.emplace_back(inode->flush_mu);
+  return FlushLocked(inodes, sync);
+}
+
+Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, bool sync) {
+  std::vector<FlushItem> items;
+  for (const InodeRef& inode : inodes) {
+    std::lock_guard stripe(StripeFor(inode->ino));
+    if (inode->purged) continue;
+    FlushItem item;
+    item.inode = inode;
+    item.size = inode->size;
+    for (auto& [index, buf] : inode->dirty) {
+      FlushChunk c;
+      c.index = index;
+      c.buf = buf;
+      inode->inflight[index] = buf;
+      item.chunks.push_back(std::move(c));
+    }
+    inode->dirty.clear();
+    inode->dirty_since.store(0);
+    if (item.chunks.empty() && !inode->attr_dirty && item.size == inode->rec.size) continue;
+    items.push_back(std::move(item));
+  }
+  if (items.empty()) return Status::Ok();
+
+  // Hash and compress on the pool.
+  std::vector<FlushChunk*> all;
+  for (FlushItem& item : items) {
+    for (FlushChunk& c : item.chunks) all.push_back(&c);
+  }
+  const CompressionSpec spec = compression_;
+  pool_->ParallelFor(all.size(), [&](size_t i) {
+    FlushChunk* c = all[i];
+    size_t len = TrimmedLength(c->buf->data);
+    if (len == 0) {
+      c->hole = true;
+      return;
+    }
+    c->chunk = PrepareChunk(std::span<const std::byte>(c->buf->data).first(len), spec);
+  });
+  return CommitFlush(items, sync);
+}
+
+Status Volume::CommitFlush(std::vector<FlushItem>& items, bool sync) {
+  std::vector<const PreparedChunk*> chunks;
+  uint64_t bytes = 0;
+  for (FlushItem& item : items) {
+    for (FlushChunk& c : item.chunks) {
+      if (c.hole) continue;
+      chunks.push_back(&c.chunk);
+      bytes += c.chunk.payload.size() + 64;
+    }
+  }
+  Status written = store_->MakeRoom(bytes);
+  if (written.ok()) written = store_->WriteChunks(chunks);
+
+  Status first;
+  for (FlushItem& item : items) {
+    Inode* in = item.inode.get();
+    size_t released = 0;
+    {
+      std::lock_guard stripe(StripeFor(in->ino));
+      Status s = written;
+      if (s.ok() && !in->purged) {
+        auto txn = store_->Begin();
+        rocksdb::WriteBatch batch;
+        InodeRecord rec = in->rec;
+        for (FlushChunk& c : item.chunks) {
+          std::string key = schema::ExtentKey(in->ino, c.index);
+          auto old = db_->Get(key);
+          if (!old.ok()) {
+            s = old.status();
+            break;
+          }
+          ExtentRecord prev;
+          bool had = old->has_value() && ExtentRecord::Decode(**old, &prev);
+          if (had && !c.hole && prev.fp == c.chunk.fp) continue;  // unchanged
+          if (had) {
+            s = txn->DropRef(prev.fp);
+            if (!s.ok()) break;
+          }
+          if (c.hole) {
+            if (had) {
+              batch.Delete(Sl(key));
+              rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
+            }
+            continue;
+          }
+          s = txn->AddRef(c.chunk);
+          if (!s.ok()) break;
+          std::string v;
+          ExtentRecord{state_.current_epoch, c.chunk.fp}.EncodeTo(&v);
+          batch.Put(Sl(key), Sl(v));
+          if (!had) rec.chunks += 1;
+        }
+        if (s.ok()) {
+          rec.size = std::max(item.size, rec.size);
+          rec.size = std::min(rec.size, in->size);
+          PutInode(&batch, in->ino, rec);
+          s = txn->Prepare(&batch);
+        }
+        if (s.ok()) s = WriteBatch(&batch, sync);
+        if (s.ok()) {
+          txn->Committed();
+          in->rec.size = rec.size;
+          in->rec.chunks = rec.chunks;
+          in->attr_dirty = false;
+          in->generation += 1;
+        }
+      }
+      if (!s.ok() && !in->purged) {
+        Log(LogLevel::kError, "flushing inode {} failed: {}", in->ino, s.ToString());
+        in->write_error = s;
+        if (first.ok()) first = s;
+      }
+      for (FlushChunk& c : item.chunks) {
+        auto it = in->inflight.find(c.index);
+        if (it != in->inflight.end() && it->second == c.buf) in->inflight.erase(it);
+        ++released;
+      }
+    }
+    ReleaseBuffer(released);
+  }
+  store_->ForgetProvisional(chunks);
+  for (FlushItem& item : items) MaybeDropState(item.inode);
+  return first;
+}
+
+Status Volume::Sync() {
+  if (options_.read_only) return Status::Ok();
+  std::vector<InodeRef> all;
+  {
+    std::lock_guard lock(states_mu_);
+    for (auto& [ino, inode] : states_) all.push_back(inode);
+  }
+  Status s = FlushInodes(all, false);
+  Status w = db_->SyncWal();
+  if (s.ok()) s = w;
+  Status f = store_->SyncFreed();
+  if (s.ok()) s = f;
+  return s;
+}
+
+void Volume::FlusherLoop() {
+  std::unique_lock lock(flush_mu_);
+  const auto tick = std::chrono::milliseconds(std::max<uint32_t>(100, options_.flush_interval_ms / 5));
+  while (!stopping_) {
+    flush_cv_.wait_for(lock, tick, [&] { return stopping_ || flush_requested_ || !release_queue_.empty(); });
+    if (stopping_) break;
+    const bool pressure = flush_requested_ || buffered_bytes_ > options_.cache_bytes / 4;
+    flush_requested_ = false;
+    std::vector<InodeRef> todo = std::move(release_queue_);
+    release_queue_.clear();
+    lock.unlock();
+
+    const int64_t now = internal::MonoNs();
+    const int64_t max_age = int64_t{options_.flush_interval_ms} * 1000000;
+    {
+      std::lock_guard states(states_mu_);
+      for (auto& [ino, inode] : states_) {
+        int64_t since = inode->dirty_since.load();
+        if (since != 0 && (pressure || now - since >= max_age)) todo.push_back(inode);
+      }
+    }
+    if (!todo.empty()) {
+      Status s = FlushInodes(std::move(todo), false);
+      if (!s.ok()) Log(LogLevel::kError, "background flush: {}", s.ToString());
+    }
+    Status s = store_->SyncFreed();
+    if (!s.ok()) Log(LogLevel::kError, "background sync: {}", s.ToString());
+    lock.lock();
+    ++flush_rounds_;
+    drained_cv_.notify_all();
+  }
+}
+
+// ---------------------------------------------------------------- truncate, fallocate
+
+Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
+  if (size > kMaxFileSize) return Status::Error(EFBIG, "size exceeds the maximum file size");
+  std::lock_guard flush(inode->flush_mu);
+  QCFS_RETURN_IF_ERROR(FlushLocked({inode}, false));
+  std::unique_lock stripe(StripeFor(inode->ino));
+  if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", inode->ino);
+  const uint64_t ino = inode->ino;
+  InodeRecord rec = inode->rec;
+  auto txn = store_->Begin();
+  rocksdb::WriteBatch batch;
+  if (size < inode->size) {
+    const uint64_t first_dead = (size + chunk_size_ - 1) / chunk_size_;
+    size_t dropped = 0;
+    for (auto it = inode->dirty.lower_bound(first_dead); it != inode->dirty.end();) {
+      it = inode->dirty.erase(it);
+      ++dropped;
+    }
+    ReleaseBuffer(dropped);
+    auto it = db_->Iterate(schema::ExtentPrefix(ino));
+    std::string from;
+    PutBig64(&from, first_dead);
+    for (it->Seek(from); it->Valid(); it->Next()) {
+      ExtentRecord e;
+      if (ExtentRecord::Decode(it->value(), &e)) QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
+      batch.Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+      rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
+    }
+    QCFS_RETURN_IF_ERROR(it->status());
+    const size_t keep = static_cast<size_t>(size % chunk_size_);
+    if (keep != 0) {
+      const uint64_t index = size / chunk_size_;
+      if (auto d = inode->dirty.find(index); d != inode->dirty.end()) {
+        std::memset(d->second->data.data() + keep, 0, chunk_size_ - keep);
+      } else {
+        // Rewrite the stored tail chunk with its bytes past the new end zeroed.
+        std::string key = schema::ExtentKey(ino, index);
+        QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(key));
+        ExtentRecord e;
+        if (value.has_value() && ExtentRecord::Decode(*value, &e)) {
+          auto data = store_->Read(e.fp);
+          if (!data.ok()) return data.status().WithContext(fmt::format("truncating inode {}", ino));
+          std::vector<std::byte> content(**data);
+          if (content.size() > keep) content.resize(keep);
+          size_t len = TrimmedLength(content);
+          QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
+          if (len == 0) {
+            batch.Delete(Sl(key));
+            rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
+          } else {
+            PreparedChunk chunk = PrepareChunk(std::span<const std::byte>(content).first(len), compression_);
+            QCFS_RETURN_IF_ERROR(txn->AddRef(chunk));
+            std::string v;
+            ExtentRecord{state_.current_epoch, chunk.fp}.EncodeTo(&v);
+            batch.Put(Sl(key), Sl(v));
+          }
+        }
+      }
+    }
+  }
+  rec.size = size;
+  rec.mtime_ns = rec.ctime_ns = now;
+  PutInode(&batch, ino, rec);
+  QCFS_RETURN_IF_ERROR(txn->Prepare(&batch));
+  QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
+  txn->Committed();
+  inode->rec = rec;
+  inode->size = size;
+  inode->generation += 1;
+  return Status::Ok();
+}
+
+Status Volume::ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length) {
+  std::lock_guard flush(inode->flush_mu);
+  QCFS_RETURN_IF_ERROR(FlushLocked({inode}, false));
+  std::unique_lock stripe(StripeFor(inode->ino));
+  if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", inode->ino);
+  const uint64_t ino = inode->ino;
+  const uint64_t end = std::min(offset + length, inode->size);
+  if (offset >= end) return Status::Ok();
+  const uint64_t first_full = (offset + chunk_size_ - 1) / chunk_size_;
+  const uint64_t last_full = end / chunk_size_;  // exclusive
+  if (first_full < last_full) {
+    size_t dropped = 0;
+    for (auto it = inode->dirty.lower_bound(first_full); it != inode->dirty.end() && it->first < last_full;) {
+      it = inode->dirty.erase(it);
+      ++dropped;
+    }
+    ReleaseBuffer(dropped);
+    auto txn = store_->Begin();
+    rocksdb::WriteBatch batch;
+    InodeRecord rec = inode->rec;
+    auto it = db_->Iterate(schema::ExtentPrefix(ino));
+    std::string from;
+    PutBig64(&from, first_full);
+    for (it->Seek(from); it->Valid(); it->Next()) {
+      uint64_t index;
+      if (!schema::ParseU64Suffix(it->key_suffix(), &index) || index >= last_full) break;
+      ExtentRecord e;
+      if (ExtentRecord::Decode(it->value(), &e)) QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
+      batch.Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+      rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
+    }
+    QCFS_RETURN_IF_ERROR(it->status());
+    PutInode(&batch, ino, rec);
+    QCFS_RETURN_IF_ERROR(txn->Prepare(&batch));
+    QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
+    txn->Committed();
+    inode->rec.chunks = rec.chunks;
+    inode->generation += 1;
+  }
+  // Partial chunks at either end are zeroed in buffers.
+  auto zero_part = [&](uint64_t from, uint64_t to) -> Status {
+    if (from >= to) return Status::Ok();
+    const uint64_t index = from / chunk_size_;
+    QCFS_ASSIGN_OR_RETURN(auto buf, DirtyBufferFor(inode, index, &stripe, false));
+    std::memset(buf->data.data() + (from % chunk_size_), 0, static_cast<size_t>(to - from));
+    return Status::Ok();
+  };
+  if (first_full > last_full) {  // the range lies inside one chunk
+    QCFS_RETURN_IF_ERROR(zero_part(offset, end));
+  } else {
+    QCFS_RETURN_IF_ERROR(zero_part(offset, std::min(end, first_full * chunk_size_)));
+    if (last_full >= first_full) QCFS_RETURN_IF_ERROR(zero_part(std::max(offset, last_full * chunk_size_), end));
+  }
+  const int64_t now = internal::NowNs();
+  inode->rec.mtime_ns = inode->rec.ctime_ns = now;
+  inode->attr_dirty = true;
+  return Status::Ok();
+}
+
+Status Volume::Fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t length) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+    return Status::Error(EOPNOTSUPP, "fallocate mode not supported (collapse/insert range)");
+  }
+  if ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) {
+    return Status::Error(EOPNOTSUPP, "punching a hole requires FALLOC_FL_KEEP_SIZE");
+  }
+  if (length == 0) return Status::Error(EINVAL, "length must be positive");
+  if (offset + length > kMaxFileSize || offset + length < offset) return Status::Error(EFBIG, "range too large");
+  QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
+  Status s;
+  {
+    std::lock_guard stripe(StripeFor(ino));
+    if (!S_ISREG(inode->rec.mode)) s = Status::Error(S_ISDIR(inode->rec.mode) ? EISDIR : ENODEV, "not a regular file");
+  }
+  if (s.ok() && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) s = ZeroRange(inode, offset, length);
+  if (s.ok() && !(mode & FALLOC_FL_PUNCH_HOLE)) {
+    if (!(mode & FALLOC_FL_ZERO_RANGE) && store_->Usage().available_bytes < length) {
+      s = Status::Error(ENOSPC, "not enough free space to allocate the range");
+    }
+    uint64_t size;
+    {
+      std::lock_guard stripe(StripeFor(ino));
+      size = inode->size;
+    }
+    if (s.ok() && !(mode & FALLOC_FL_KEEP_SIZE) && offset + length > size) {
+      s = Truncate(inode, offset + length, internal::NowNs());
+    }
+  }
+  MaybeDropState(inode);
+  return s;
+}
+
+}  // namespace qcfs

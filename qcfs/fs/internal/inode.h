@@ -1,0 +1,60 @@
+// In-memory state of an inode that is open, has buffered data, or is being
+// flushed. Internal to the fs layer.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "qcfs/core/status.h"
+#include "qcfs/meta/schema.h"
+#include "qcfs/store/chunk_store.h"
+
+namespace qcfs::internal {
+
+// One chunk of file data in memory, chunk_size bytes; bytes past the end of
+// the file are zero.
+struct ChunkBuf {
+  std::vector<std::byte> data;
+};
+
+struct Inode {
+  explicit Inode(uint64_t n) : ino(n) {}
+  const uint64_t ino;
+
+  // Guarded by the inode's stripe lock (Volume::StripeFor):
+  schema::InodeRecord rec;  // as persisted, except that mtime/ctime may be newer
+  uint64_t size = 0;        // apparent size; rec.size is what data on disk covers
+  int open_count = 0;
+  bool purged = false;      // deleted; pending flushes must not commit
+  uint64_t generation = 0;  // bumped by every commit of data or truncation
+  std::map<uint64_t, std::shared_ptr<ChunkBuf>> dirty;     // chunk index -> written, not flushed
+  std::map<uint64_t, std::shared_ptr<ChunkBuf>> inflight;  // chunk index -> being flushed
+  Status write_error;       // a failed flush, reported by the next fsync or close
+  bool attr_dirty = false;  // rec differs from the persisted record (mtime, ctime)
+
+  // When the oldest unflushed write happened (ns, CLOCK_MONOTONIC); 0 if clean.
+  std::atomic<int64_t> dirty_since{0};
+
+  // One flush (or truncation) of this file at a time; taken before the stripe lock.
+  std::mutex flush_mu;
+};
+
+// A chunk taken from a file for flushing.
+struct FlushChunk {
+  uint64_t index = 0;
+  std::shared_ptr<ChunkBuf> buf;
+  bool hole = false;  // all zeros: the extent is removed
+  PreparedChunk chunk;
+};
+
+struct FlushItem {
+  std::shared_ptr<Inode> inode;
+  uint64_t size = 0;  // apparent size when the chunks were taken
+  std::vector<FlushChunk> chunks;
+};
+
+}  // namespace qcfs::internal

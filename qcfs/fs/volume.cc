@@ -1,0 +1,1007 @@
+// Volume: opening, closing, formatting, and the namespace operations.
+// The data path (read, write, flush, truncate) is in file_data.cc.
+#include "qcfs/fs/volume.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+
+#include <uuid/uuid.h>
+
+#include "qcfs/core/log.h"
+#include "qcfs/core/units.h"
+#include "qcfs/fs/internal/inode.h"
+#include "qcfs/fs/internal/time.h"
+
+namespace qcfs {
+
+using internal::Inode;
+using schema::DirentRecord;
+using schema::InodeRecord;
+
+namespace {
+
+rocksdb::Slice Sl(const std::string& s) { return rocksdb::Slice(s); }
+
+Status ValidateName(std::string_view name) {
+  if (name.empty()) return Status::Error(ENOENT, "empty name");
+  if (name.size() > kMaxNameLength) return Status::Errorf(ENAMETOOLONG, "name is longer than {} bytes", kMaxNameLength);
+  if (name == "." || name == "..") return Status::Errorf(EINVAL, "'{}' cannot be created or removed", name);
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+    return Status::Error(EINVAL, "name contains '/' or NUL");
+  }
+  return Status::Ok();
+}
+
+uint8_t DirentType(uint32_t mode) { return static_cast<uint8_t>(IFTODT(mode)); }
+
+std::string DescribeSignature(const std::string& path) {
+  auto sig = ProbeExistingSignature(path);
+  if (sig.ok() && !sig->empty() && *sig != "qcfs") return fmt::format(" (it holds {})", *sig);
+  return "";
+}
+
+}  // namespace
+
+struct stat Attr::ToStat() const {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_mode = mode;
+  st.st_nlink = nlink;
+  st.st_uid = uid;
+  st.st_gid = gid;
+  st.st_rdev = rdev;
+  st.st_size = static_cast<off_t>(size);
+  st.st_blksize = 4096;
+  st.st_blocks = static_cast<blkcnt_t>(blocks);
+  st.st_atim = internal::ToTimespec(atime_ns);
+  st.st_mtim = internal::ToTimespec(mtime_ns);
+  st.st_ctim = internal::ToTimespec(ctime_ns);
+  return st;
+}
+
+std::string MetaPathFor(const std::string& device_path, bool is_block_device, const std::string& uuid) {
+  if (is_block_device) return "/var/lib/qcfs/" + uuid + ".meta";
+  return device_path + ".meta";
+}
+
+// ---------------------------------------------------------------- mkfs
+
+Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
+  auto pow2 = [](uint64_t v) { return v != 0 && (v & (v - 1)) == 0; };
+  if (!pow2(options.chunk_size) || options.chunk_size < 4096 || options.chunk_size > (1u << 20)) {
+    return Status::Errorf(EINVAL, "invalid chunk size {}: must be a power of two from 4K to 1M",
+                          FormatSize(options.chunk_size));
+  }
+  uint32_t segment_size = options.segment_size != 0 ? options.segment_size
+                                                    : std::max<uint32_t>(4u << 20, 4 * options.chunk_size);
+  if (!pow2(segment_size) || segment_size < 2 * options.chunk_size || segment_size > (256u << 20)) {
+    return Status::Errorf(EINVAL, "invalid segment size {}: a power of two, at least twice the chunk size",
+                          FormatSize(segment_size));
+  }
+
+  struct stat st {};
+  bool exists = ::stat(device_path.c_str(), &st) == 0;
+  if (!exists && errno != ENOENT) return ErrnoStatus(errno, device_path);
+  bool block = exists && S_ISBLK(st.st_mode);
+  if (exists && !block && !S_ISREG(st.st_mode)) {
+    return Status::Errorf(EINVAL, "{} is not a regular file or a block device", device_path);
+  }
+  if (block && options.size != 0) {
+    return Status::Errorf(EINVAL, "{} is a block device: --size applies to image files only", device_path);
+  }
+  if (!exists && options.size == 0) {
+    return Status::Errorf(ENOENT, "{} does not exist; give --size to create an image file", device_path);
+  }
+  if (exists && !options.force) {
+    QCFS_ASSIGN_OR_RETURN(std::string sig, ProbeExistingSignature(device_path));
+    if (!sig.empty()) {
+      return Status::Errorf(EEXIST, "{} holds a{} {} signature; refusing to overwrite it without --force",
+                            device_path, sig == "ext4" || sig == "xfs" ? "n" : "", sig);
+    }
+  }
+  if (options.size != 0) {
+    QCFS_RETURN_IF_ERROR(CreateImageFile(device_path, options.size, exists));
+  }
+
+  QCFS_ASSIGN_OR_RETURN(auto device, OpenDevice(device_path, DeviceOptions{}));
+  Superblock sb;
+  uuid_generate_random(sb.uuid.data());
+  sb.device_size = device->size();
+  sb.chunk_size = options.chunk_size;
+  sb.segment_size = segment_size;
+  sb.compression = options.compression;
+  sb.data_offset = Superblock::kDefaultDataOffset;
+  sb.created_ns = internal::NowNs();
+  if (sb.device_size < sb.data_offset + 8ull * segment_size) {
+    return Status::Errorf(ENOSPC, "{} is too small: {} (at least {} with {} segments)", device_path,
+                          FormatSize(sb.device_size), FormatSize(sb.data_offset + 8ull * segment_size),
+                          FormatSize(segment_size));
+  }
+  sb.segment_count = (sb.device_size - sb.data_offset) / segment_size;
+
+  std::string meta_dir = options.meta_dir.empty()
+                             ? MetaPathFor(device_path, device->is_block_device(), sb.UuidString())
+                             : options.meta_dir;
+  std::error_code ec;
+  if (std::filesystem::exists(meta_dir, ec)) {
+    if (!options.force && exists) {
+      return Status::Errorf(EEXIST, "metadata directory {} exists; refusing to overwrite it without --force",
+                            meta_dir);
+    }
+    std::filesystem::remove_all(meta_dir, ec);
+    if (ec) return Status::Errorf(EIO, "cannot remove {}: {}", meta_dir, ec.message());
+  }
+  std::filesystem::create_directories(std::filesystem::path(meta_dir).parent_path(), ec);
+
+  // Wipe the head of the device (old signatures live there) and invalidate
+  // any previous QCFS superblock before the new metadata exists.
+  std::vector<std::byte> zeros(sb.data_offset);
+  QCFS_RETURN_IF_ERROR(device->Write(0, zeros));
+  QCFS_RETURN_IF_ERROR(device->Sync());
+
+  {
+    MetaOptions mo;
+    mo.create = true;
+    QCFS_ASSIGN_OR_RETURN(auto db, MetaDb::Open(meta_dir, mo));
+    rocksdb::WriteBatch batch;
+    std::string sb_bytes = sb.Encode();
+    batch.Put(Sl(schema::SystemKey(schema::kSuperblockName)), Sl(sb_bytes));
+    schema::VolumeState vs;
+    vs.next_ino = kRootIno + 1;
+    vs.current_epoch = 1;
+    vs.clean_unmount = 1;
+    vs.inodes = 1;
+    std::string v;
+    vs.EncodeTo(&v);
+    batch.Put(Sl(schema::SystemKey(schema::kVolumeStateName)), Sl(v));
+    v.clear();
+    schema::StoreStats{}.EncodeTo(&v);
+    batch.Put(Sl(schema::SystemKey(schema::kStatsName)), Sl(v));
+    InodeRecord root;
+    root.epoch = vs.current_epoch;
+    root.mode = S_IFDIR | 0755;
+    root.uid = ::getuid();
+    root.gid = ::getgid();
+    root.nlink = 2;
+    root.atime_ns = root.mtime_ns = root.ctime_ns = root.btime_ns = sb.created_ns;
+    root.parent = kRootIno;
+    v.clear();
+    root.EncodeTo(&v);
+    batch.Put(Sl(schema::InodeKey(kRootIno)), Sl(v));
+    QCFS_RETURN_IF_ERROR(db->Write(&batch, true));
+    QCFS_RETURN_IF_ERROR(db->Flush());
+  }
+  // Last: a device only looks like QCFS once its metadata is complete.
+  return WriteSuperblock(device.get(), sb);
+}
+
+// ---------------------------------------------------------------- open / close
+
+Volume::Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaDb> db, const Superblock& sb,
+               const VolumeOptions& options)
+    : options_(options),
+      device_(std::move(device)),
+      db_(std::move(db)),
+      sb_(sb),
+      chunk_size_(sb.chunk_size),
+      compression_(options.compression.value_or(sb.compression)) {}
+
+Result<std::unique_ptr<Volume>> Volume::Open(const std::string& device_path, const VolumeOptions& options) {
+  DeviceOptions dopts;
+  dopts.read_only = options.read_only;
+  auto device_or = OpenDevice(device_path, dopts);
+  if (!device_or.ok()) return device_or.status();
+  std::unique_ptr<Device> device = std::move(device_or).value();
+  auto sb_or = ReadSuperblock(device.get());
+  if (!sb_or.ok()) {
+    if (sb_or.status().code() == EINVAL) {
+      return Status::Errorf(EINVAL, "{}: not a QCFS volume{}", device_path, DescribeSignature(device_path));
+    }
+    return sb_or.status().WithContext(device_path);
+  }
+  Superblock sb = *sb_or;
+  std::string meta_dir = options.meta_dir.empty()
+                             ? MetaPathFor(device_path, device->is_block_device(), sb.UuidString())
+                             : options.meta_dir;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(meta_dir, ec)) {
+    return Status::Errorf(ENOENT, "{}: metadata directory {} not found (pass --meta DIR if it lives elsewhere)",
+                          device_path, meta_dir);
+  }
+  MetaOptions mo = options.meta;
+  mo.read_only = options.read_only;
+  QCFS_ASSIGN_OR_RETURN(auto db, MetaDb::Open(meta_dir, mo));
+  QCFS_ASSIGN_OR_RETURN(auto copy, db->Get(schema::SystemKey(schema::kSuperblockName)));
+  if (!copy.has_value()) return Status::Errorf(EUCLEAN, "{}: metadata holds no superblock copy", meta_dir);
+  auto meta_sb = Superblock::Decode(*copy);
+  if (!meta_sb.ok()) return meta_sb.status().WithContext(meta_dir);
+  if (meta_sb->uuid != sb.uuid) {
+    return Status::Errorf(EINVAL, "{} belongs to volume {}, not to {} (volume {})", meta_dir, meta_sb->UuidString(),
+                          device_path, sb.UuidString());
+  }
+  std::unique_ptr<Volume> v(new Volume(std::move(device), std::move(db), sb, options));
+  QCFS_RETURN_IF_ERROR(v->Start());
+  return v;
+}
+
+Status Volume::Start() {
+  QCFS_ASSIGN_OR_RETURN(auto vs, db_->Get(schema::SystemKey(schema::kVolumeStateName)));
+  if (!vs.has_value() || !schema::VolumeState::Decode(*vs, &state_)) {
+    return Status::Error(EUCLEAN, "metadata holds no valid volume state; run qcfs check");
+  }
+  inode_count_ = state_.inodes;
+  QCFS_ASSIGN_OR_RETURN(store_, ChunkStore::Open(device_.get(), db_.get(), sb_, options_.store));
+  pool_ = std::make_unique<ThreadPool>(options_.worker_threads);
+  if (options_.read_only) return Status::Ok();
+  if (state_.clean_unmount == 0) {
+    Log(LogLevel::kInfo, "{}: volume was not unmounted cleanly; recovered to the last durable state",
+        device_->path());
+  }
+  QCFS_RETURN_IF_ERROR(PurgeOrphans());
+  {
+    std::lock_guard lock(ns_mu_);
+    state_.clean_unmount = 0;
+    rocksdb::WriteBatch batch;
+    PutVolumeState(&batch);
+    QCFS_RETURN_IF_ERROR(WriteBatch(&batch, true));
+  }
+  flusher_ = std::thread([this] { FlusherLoop(); });
+  return Status::Ok();
+}
+
+Volume::~Volume() {
+  Status s = Close();
+  if (!s.ok()) Log(LogLevel::kError, "closing the volume: {}", s.ToString());
+}
+
+Status Volume::Close() {
+  if (closed_.exchange(true)) return Status::Ok();
+  Status result;
+  if (!options_.read_only) result = Sync();
+  {
+    std::lock_guard lock(flush_mu_);
+    stopping_ = true;
+  }
+  flush_cv_.notify_all();
+  drained_cv_.notify_all();
+  if (flusher_.joinable()) flusher_.join();
+  if (!options_.read_only && result.ok()) {
+    std::lock_guard lock(ns_mu_);
+    state_.clean_unmount = 1;
+    rocksdb::WriteBatch batch;
+    PutVolumeState(&batch);
+    result = WriteBatch(&batch, true);
+  }
+  if (!options_.read_only && result.ok()) result = store_->SyncFreed();
+  if (!options_.read_only && result.ok()) result = db_->Flush();
+  pool_.reset();
+  store_.reset();
+  db_.reset();
+  device_.reset();
+  return result;
+}
+
+Status Volume::WriteBatch(rocksdb::WriteBatch* batch, bool sync) { return db_->Write(batch, sync); }
+
+void Volume::PutVolumeState(rocksdb::WriteBatch* batch) {
+  state_.inodes = inode_count_;
+  std::string v;
+  state_.EncodeTo(&v);
+  batch->Put(Sl(schema::SystemKey(schema::kVolumeStateName)), Sl(v));
+}
+
+Status Volume::CheckWritable() const {
+  if (options_.read_only) return Status::Error(EROFS, "volume is mounted read-only");
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- inode records
+
+Result<InodeRecord> Volume::LoadRecord(uint64_t ino) {
+  QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::InodeKey(ino)));
+  if (!value.has_value()) return Status::Errorf(ENOENT, "inode {} does not exist", ino);
+  InodeRecord rec;
+  if (!InodeRecord::Decode(*value, &rec)) {
+    return Status::Errorf(EIO, "inode {}: malformed record; run qcfs check", ino);
+  }
+  return rec;
+}
+
+Volume::InodeRef Volume::FindState(uint64_t ino) {
+  std::lock_guard lock(states_mu_);
+  auto it = states_.find(ino);
+  return it == states_.end() ? nullptr : it->second;
+}
+
+Result<Volume::InodeRef> Volume::Acquire(uint64_t ino) {
+  std::lock_guard stripe(StripeFor(ino));
+  if (InodeRef found = FindState(ino)) return found;
+  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
+  auto inode = std::make_shared<Inode>(ino);
+  inode->rec = rec;
+  inode->size = rec.size;
+  std::lock_guard lock(states_mu_);
+  return states_.emplace(ino, inode).first->second;
+}
+
+void Volume::MaybeDropState(const InodeRef& inode) {
+  std::lock_guard stripe(StripeFor(inode->ino));
+  if (inode->open_count > 0 || !inode->dirty.empty() || !inode->inflight.empty() || inode->attr_dirty) return;
+  if (!inode->purged && inode->rec.nlink == 0) return;  // an orphan waits for Purge
+  std::lock_guard lock(states_mu_);
+  auto it = states_.find(inode->ino);
+  if (it != states_.end() && it->second == inode) states_.erase(it);
+}
+
+Attr Volume::ToAttr(uint64_t ino, const InodeRecord& rec, const Inode* state) const {
+  Attr a;
+  a.ino = ino;
+  a.mode = rec.mode;
+  a.nlink = rec.nlink;
+  a.uid = rec.uid;
+  a.gid = rec.gid;
+  a.rdev = rec.rdev;
+  a.size = state != nullptr ? state->size : rec.size;
+  uint64_t chunks = rec.chunks + (state != nullptr ? state->dirty.size() : 0);
+  if (S_ISREG(rec.mode)) {
+    a.blocks = std::min<uint64_t>(chunks * (chunk_size_ / 512), (a.size + 511) / 512);
+  } else if (S_ISDIR(rec.mode)) {
+    a.blocks = 8;
+  }
+  a.atime_ns = rec.atime_ns;
+  a.mtime_ns = rec.mtime_ns;
+  a.ctime_ns = rec.ctime_ns;
+  a.btime_ns = rec.btime_ns;
+  return a;
+}
+
+void Volume::PutInode(rocksdb::WriteBatch* batch, uint64_t ino, const InodeRecord& rec) {
+  std::string v;
+  InodeRecord copy = rec;
+  copy.epoch = state_.current_epoch;
+  copy.EncodeTo(&v);
+  batch->Put(Sl(schema::InodeKey(ino)), Sl(v));
+}
+
+std::vector<std::unique_lock<std::mutex>> Volume::LockInodes(std::vector<uint64_t> inos) {
+  std::vector<size_t> stripes;
+  for (uint64_t ino : inos) stripes.push_back(ino % kStripes);
+  std::sort(stripes.begin(), stripes.end());
+  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+  std::vector<std::unique_lock<std::mutex>> locks;
+  for (size_t s : stripes) locks.emplace_back(stripes_[s]);
+  return locks;
+}
+
+// ---------------------------------------------------------------- lookups
+
+Result<DirentRecord> Volume::LookupDirent(uint64_t parent, std::string_view name) {
+  QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::DirentKey(parent, name)));
+  if (!value.has_value()) return Status::Errorf(ENOENT, "'{}' not found", name);
+  DirentRecord d;
+  if (!DirentRecord::Decode(*value, &d)) {
+    return Status::Errorf(EIO, "directory {} entry '{}': malformed record; run qcfs check", parent, name);
+  }
+  return d;
+}
+
+Result<Attr> Volume::GetAttr(uint64_t ino) {
+  std::lock_guard stripe(StripeFor(ino));
+  if (InodeRef s = FindState(ino)) {
+    if (s->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
+    return ToAttr(ino, s->rec, s.get());
+  }
+  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
+  return ToAttr(ino, rec, nullptr);
+}
+
+Result<Attr> Volume::Lookup(uint64_t parent, std::string_view name) {
+  if (name.size() > kMaxNameLength) return Status::Errorf(ENAMETOOLONG, "name is longer than {} bytes", kMaxNameLength);
+  if (name == ".") return GetAttr(parent);
+  if (name == "..") {
+    QCFS_ASSIGN_OR_RETURN(Attr p, GetAttr(parent));
+    if (!S_ISDIR(p.mode)) return Status::Error(ENOTDIR, "not a directory");
+    QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(parent));
+    return GetAttr(rec.parent);
+  }
+  QCFS_ASSIGN_OR_RETURN(DirentRecord d, LookupDirent(parent, name));
+  return GetAttr(d.ino);
+}
+
+Result<std::string> Volume::Readlink(uint64_t ino) {
+  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
+  if (!S_ISLNK(rec.mode)) return Status::Error(EINVAL, "not a symbolic link");
+  return rec.symlink;
+}
+
+Status Volume::ReadDir(uint64_t ino, std::string_view after, const std::function<bool(const DirEntry&)>& fn) {
+  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
+  if (!S_ISDIR(rec.mode)) return Status::Error(ENOTDIR, "not a directory");
+  auto it = db_->Iterate(schema::DirentPrefix(ino));
+  it->Seek(after);
+  if (!after.empty() && it->Valid() && it->key_suffix() == after) it->Next();
+  for (; it->Valid(); it->Next()) {
+    DirentRecord d;
+    if (!DirentRecord::Decode(it->value(), &d)) {
+      return Status::Errorf(EIO, "directory {}: malformed entry; run qcfs check", ino);
+    }
+    DirEntry e{std::string(it->key_suffix()), d.ino, d.type};
+    if (!fn(e)) break;
+  }
+  return it->status();
+}
+
+// ---------------------------------------------------------------- creating
+
+Result<Attr> Volume::CreateNode(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                                std::string_view symlink, const Caller& caller, bool open) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  QCFS_RETURN_IF_ERROR(ValidateName(name));
+  std::lock_guard ns(ns_mu_);
+  const uint64_t ino = state_.next_ino;
+  auto locks = LockInodes({parent, ino});
+  InodeRef pstate = FindState(parent);
+  InodeRecord prec;
+  if (pstate) {
+    prec = pstate->rec;
+  } else {
+    QCFS_ASSIGN_OR_RETURN(prec, LoadRecord(parent));
+  }
+  if (!S_ISDIR(prec.mode)) return Status::Error(ENOTDIR, "parent is not a directory");
+  if (prec.nlink == 0) return Status::Error(ENOENT, "parent directory was removed");
+  QCFS_ASSIGN_OR_RETURN(auto existing, db_->Get(schema::DirentKey(parent, name)));
+  if (existing.has_value()) return Status::Errorf(EEXIST, "'{}' exists", name);
+  if (S_ISDIR(mode) && prec.nlink >= 65000) return Status::Error(EMLINK, "too many subdirectories");
+
+  const int64_t now = internal::NowNs();
+  InodeRecord rec;
+  rec.mode = mode;
+  rec.uid = caller.uid;
+  rec.gid = caller.gid;
+  if (prec.mode & S_ISGID) {
+    rec.gid = prec.gid;
+    if (S_ISDIR(mode)) rec.mode |= S_ISGID;
+  }
+  rec.nlink = S_ISDIR(mode) ? 2 : 1;
+  rec.atime_ns = rec.mtime_ns = rec.ctime_ns = rec.btime_ns = now;
+  rec.rdev = rdev;
+  rec.parent = S_ISDIR(mode) ? parent : 0;
+  rec.symlink.assign(symlink);
+  rec.size = S_ISLNK(mode) ? symlink.size() : 0;
+
+  prec.size += 1;
+  if (S_ISDIR(mode)) prec.nlink += 1;
+  prec.mtime_ns = prec.ctime_ns = now;
+
+  rocksdb::WriteBatch batch;
+  PutInode(&batch, ino, rec);
+  std::string d;
+  DirentRecord{state_.current_epoch, ino, DirentType(mode)}.EncodeTo(&d);
+  batch.Put(Sl(schema::DirentKey(parent, name)), Sl(d));
+  PutInode(&batch, parent, prec);
+  state_.next_ino = ino + 1;
+  ++inode_count_;
+  PutVolumeState(&batch);
+  Status s = WriteBatch(&batch);
+  if (!s.ok()) {
+    state_.next_ino = ino + 1;  // never hand out a number twice
+    --inode_count_;
+    return s;
+  }
+  if (pstate) pstate->rec = prec;
+  if (open) {
+    auto inode = std::make_shared<Inode>(ino);
+    inode->rec = rec;
+    inode->size = 0;
+    inode->open_count = 1;
+    std::lock_guard lock(states_mu_);
+    states_[ino] = inode;
+  }
+  return ToAttr(ino, rec, nullptr);
+}
+
+Result<Attr> Volume::Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                           const Caller& caller) {
+  uint32_t type = mode & S_IFMT;
+  if (type == 0) mode |= S_IFREG;
+  else if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO && type != S_IFSOCK) {
+    return Status::Error(EINVAL, "mknod: unsupported file type");
+  }
+  if (type != S_IFCHR && type != S_IFBLK) rdev = 0;
+  return CreateNode(parent, name, mode, rdev, {}, caller, false);
+}
+
+Result<Attr> Volume::Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller) {
+  return CreateNode(parent, name, S_IFDIR | (mode & 07777), 0, {}, caller, false);
+}
+
+Result<Attr> Volume::Symlink(uint64_t parent, std::string_view name, std::string_view target, const Caller& caller) {
+  if (target.empty()) return Status::Error(ENOENT, "empty symlink target");
+  if (target.size() > kMaxSymlinkLength) return Status::Error(ENAMETOOLONG, "symlink target is too long");
+  return CreateNode(parent, name, S_IFLNK | 0777, 0, target, caller, false);
+}
+
+Result<Attr> Volume::Create(uint64_t parent, std::string_view name, uint32_t mode, int flags, const Caller& caller) {
+  (void)flags;
+  return CreateNode(parent, name, S_IFREG | (mode & 07777), 0, {}, caller, true);
+}
+
+Result<Attr> Volume::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  QCFS_RETURN_IF_ERROR(ValidateName(new_name));
+  std::lock_guard ns(ns_mu_);
+  auto locks = LockInodes({ino, new_parent});
+  InodeRef state = FindState(ino);
+  InodeRef pstate = FindState(new_parent);
+  InodeRecord rec, prec;
+  if (state) rec = state->rec; else { QCFS_ASSIGN_OR_RETURN(rec, LoadRecord(ino)); }
+  if (pstate) prec = pstate->rec; else { QCFS_ASSIGN_OR_RETURN(prec, LoadRecord(new_parent)); }
+  if (S_ISDIR(rec.mode)) return Status::Error(EPERM, "cannot hard-link a directory");
+  if (!S_ISDIR(prec.mode)) return Status::Error(ENOTDIR, "target parent is not a directory");
+  if (prec.nlink == 0) return Status::Error(ENOENT, "target directory was removed");
+  if (rec.nlink == 0) return Status::Error(ENOENT, "file was deleted");
+  if (rec.nlink >= 65000) return Status::Error(EMLINK, "too many links");
+  QCFS_ASSIGN_OR_RETURN(auto existing, db_->Get(schema::DirentKey(new_parent, new_name)));
+  if (existing.has_value()) return Status::Errorf(EEXIST, "'{}' exists", new_name);
+  const int64_t now = internal::NowNs();
+  rec.nlink += 1;
+  rec.ctime_ns = now;
+  prec.size += 1;
+  prec.mtime_ns = prec.ctime_ns = now;
+  rocksdb::WriteBatch batch;
+  PutInode(&batch, ino, rec);
+  PutInode(&batch, new_parent, prec);
+  std::string d;
+  DirentRecord{state_.current_epoch, ino, DirentType(rec.mode)}.EncodeTo(&d);
+  batch.Put(Sl(schema::DirentKey(new_parent, new_name)), Sl(d));
+  QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
+  if (state) state->rec = rec;
+  if (pstate) pstate->rec = prec;
+  return ToAttr(ino, rec, state.get());
+}
+
+// ---------------------------------------------------------------- removing
+
+Status Volume::DropLink(rocksdb::WriteBatch* batch, uint64_t ino, InodeRecord* rec, int64_t now) {
+  InodeRef state = FindState(ino);
+  if (S_ISDIR(rec->mode)) {
+    rec->nlink = 0;
+  } else if (rec->nlink > 0) {
+    rec->nlink -= 1;
+  }
+  rec->ctime_ns = now;
+  if (rec->nlink > 0 || (state && state->open_count > 0)) {
+    PutInode(batch, ino, *rec);
+    // Still open: the data lives until the last close (Release -> Purge).
+    if (rec->nlink == 0) batch->Put(Sl(schema::OrphanKey(ino)), rocksdb::Slice());
+    QCFS_RETURN_IF_ERROR(WriteBatch(batch));
+    if (state) {
+      state->rec.nlink = rec->nlink;
+      state->rec.ctime_ns = now;
+    }
+    return Status::Ok();
+  }
+  // Gone for good, in this same batch.
+  auto txn = store_->Begin();
+  auto it = db_->Iterate(schema::ExtentPrefix(ino));
+  for (it->Seek(); it->Valid(); it->Next()) {
+    schema::ExtentRecord e;
+    if (schema::ExtentRecord::Decode(it->value(), &e)) QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
+    batch->Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+  }
+  QCFS_RETURN_IF_ERROR(it->status());
+  auto xit = db_->Iterate(schema::XattrPrefix(ino));
+  for (xit->Seek(); xit->Valid(); xit->Next()) batch->Delete(rocksdb::Slice(xit->key().data(), xit->key().size()));
+  QCFS_RETURN_IF_ERROR(xit->status());
+  batch->Delete(Sl(schema::InodeKey(ino)));
+  QCFS_RETURN_IF_ERROR(txn->Prepare(batch));
+  --inode_count_;
+  PutVolumeState(batch);
+  Status s = WriteBatch(batch);
+  if (!s.ok()) {
+    ++inode_count_;
+    return s;
+  }
+  txn->Committed();
+  if (state) {
+    state->purged = true;
+    size_t buffers = state->dirty.size();
+    state->dirty.clear();
+    ReleaseBuffer(buffers);
+    std::lock_guard lock(states_mu_);
+    states_.erase(ino);
+  }
+  return Status::Ok();
+}
+
+Status Volume::Unlink(uint64_t parent, std::string_view name) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
+  std::lock_guard ns(ns_mu_);
+  QCFS_ASSIGN_OR_RETURN(DirentRecord d, LookupDirent(parent, name));
+  auto locks = LockInodes({parent, d.ino});
+  InodeRef pstate = FindState(parent);
+  InodeRecord prec;
+  if (pstate) prec = pstate->rec; else { QCFS_ASSIGN_OR_RETURN(prec, LoadRecord(parent)); }
+  InodeRef state = FindState(d.ino);
+  InodeRecord rec;
+  if (state) rec = state->rec; else { QCFS_ASSIGN_OR_RETURN(rec, LoadRecord(d.ino)); }
+  if (S_ISDIR(rec.mode)) return Status::Error(EISDIR, "is a directory (use rmdir)");
+  const int64_t now = internal::NowNs();
+  prec.size -= std::min<uint64_t>(prec.size, 1);
+  prec.mtime_ns = prec.ctime_ns = now;
+  rocksdb::WriteBatch batch;
+  batch.Delete(Sl(schema::DirentKey(parent, name)));
+  PutInode(&batch, parent, prec);
+  QCFS_RETURN_IF_ERROR(DropLink(&batch, d.ino, &rec, now));
+  if (pstate) pstate->rec = prec;
+  return Status::Ok();
+}
+
+Status Volume::Rmdir(uint64_t parent, std::string_view name) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (name == ".") return Status::Error(EINVAL, "cannot remove '.'");
+  if (name == "..") return Status::Error(ENOTEMPTY, "cannot remove '..'");
+  if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
+  std::lock_guard ns(ns_mu_);
+  QCFS_ASSIGN_OR_RETURN(DirentRecord d, LookupDirent(parent, name));
+  auto locks = LockInodes({parent, d.ino});
+  InodeRef pstate = FindState(parent);
+  InodeRecord prec;
+  if (pstate) prec = pstate->rec; else { QCFS_ASSIGN_OR_RETURN(prec, LoadRecord(parent)); }
+  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(d.ino));
+  if (!S_ISDIR(rec.mode)) return Status::Error(ENOTDIR, "not a directory");
+  if (rec.size != 0) return Status::Error(ENOTEMPTY, "directory not empty");
+  {
+    // Belt and braces: the entry count is kept exact, but never lose a tree to a bad count.
+    auto it = db_->Iterate(schema::DirentPrefix(d.ino));
+    it->Seek();
+    if (it->Valid()) return Status::Error(ENOTEMPTY, "directory not empty");
+  }
+  const int64_t now = internal::NowNs();
+  prec.size -= std::min<uint64_t>(prec.size, 1);
+  prec.nlink -= std::min<uint32_t>(prec.nlink, 1);
+  prec.mtime_ns = prec.ctime_ns = now;
+  rocksdb::WriteBatch batch;
+  batch.Delete(Sl(schema::DirentKey(parent, name)));
+  PutInode(&batch, parent, prec);
+  QCFS_RETURN_IF_ERROR(DropLink(&batch, d.ino, &rec, now));
+  if (pstate) pstate->rec = prec;
+  return Status::Ok();
+}
+
+Status Volume::Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                      unsigned flags) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Status::Error(EINVAL, "unsupported rename flags");
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Status::Error(EINVAL, "conflicting rename flags");
+  if (name == "." || name == ".." || new_name == "." || new_name == "..") {
+    return Status::Error(EBUSY, "cannot rename '.' or '..'");
+  }
+  QCFS_RETURN_IF_ERROR(ValidateName(new_name));
+  if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
+  std::lock_guard ns(ns_mu_);
+  QCFS_ASSIGN_OR_RETURN(DirentRecord src, LookupDirent(parent, name));
+  std::optional<DirentRecord> dst;
+  {
+    auto r = LookupDirent(new_parent, new_name);
+    if (r.ok()) dst = *r;
+    else if (r.status().code() != ENOENT) return r.status();
+  }
+  if ((flags & RENAME_NOREPLACE) && dst) return Status::Errorf(EEXIST, "'{}' exists", new_name);
+  if ((flags & RENAME_EXCHANGE) && !dst) return Status::Errorf(ENOENT, "'{}' does not exist", new_name);
+  if (dst && dst->ino == src.ino) return Status::Ok();  // two names of one file: nothing to do
+
+  std::vector<uint64_t> inos = {parent, new_parent, src.ino};
+  if (dst) inos.push_back(dst->ino);
+  auto locks = LockInodes(inos);
+
+  // Records of everything involved; parent == new_parent shares one record.
+  std::map<uint64_t, InodeRecord> recs;
+  for (uint64_t ino : inos) {
+    if (recs.count(ino)) continue;
+    InodeRef st = FindState(ino);
+    if (st) recs[ino] = st->rec;
+    else { QCFS_ASSIGN_OR_RETURN(recs[ino], LoadRecord(ino)); }
+  }
+  InodeRecord& srec = recs[src.ino];
+  const bool src_dir = S_ISDIR(srec.mode);
+  if (!S_ISDIR(recs[new_parent].mode)) return Status::Error(ENOTDIR, "target parent is not a directory");
+  if (recs[new_parent].nlink == 0) return Status::Error(ENOENT, "target directory was removed");
+
+  // A directory cannot move below itself.
+  auto is_below = [&](uint64_t dir, uint64_t ancestor) -> Result<bool> {
+    uint64_t cur = dir;
+    for (int depth = 0; depth < 100000; ++depth) {
+      if (cur == ancestor) return true;
+      if (cur == kRootIno) return false;
+      auto it = recs.find(cur);
+      uint64_t up;
+      if (it != recs.end()) up = it->second.parent;
+      else { QCFS_ASSIGN_OR_RETURN(InodeRecord r, LoadRecord(cur)); up = r.parent; }
+      if (up == cur) return false;
+      cur = up;
+    }
+    return Status::Error(ELOOP, "directory tree is too deep or has a cycle; run qcfs check");
+  };
+  if (src_dir && parent != new_parent) {
+    QCFS_ASSIGN_OR_RETURN(bool below, is_below(new_parent, src.ino));
+    if (below) return Status::Error(EINVAL, "cannot move a directory into itself");
+  }
+  const int64_t now = internal::NowNs();
+  rocksdb::WriteBatch batch;
+  std::string v;
+
+  if (flags & RENAME_EXCHANGE) {
+    InodeRecord& drec = recs[dst->ino];
+    const bool dst_dir = S_ISDIR(drec.mode);
+    if (dst_dir && parent != new_parent) {
+      QCFS_ASSIGN_OR_RETURN(bool below, is_below(parent, dst->ino));
+      if (below) return Status::Error(EINVAL, "cannot move a directory into itself");
+    }
+    DirentRecord{state_.current_epoch, dst->ino, dst->type}.EncodeTo(&v);
+    batch.Put(Sl(schema::DirentKey(parent, name)), Sl(v));
+    v.clear();
+    DirentRecord{state_.current_epoch, src.ino, src.type}.EncodeTo(&v);
+    batch.Put(Sl(schema::DirentKey(new_parent, new_name)), Sl(v));
+    if (parent != new_parent) {
+      if (src_dir) { srec.parent = new_parent; recs[parent].nlink--; recs[new_parent].nlink++; }
+      if (dst_dir) { drec.parent = parent; recs[new_parent].nlink--; recs[parent].nlink++; }
+    }
+    srec.ctime_ns = now;
+    drec.ctime_ns = now;
+  } else {
+    if (dst) {
+      InodeRecord& drec = recs[dst->ino];
+      const bool dst_dir = S_ISDIR(drec.mode);
+      if (src_dir && !dst_dir) return Status::Error(ENOTDIR, "cannot replace a non-directory with a directory");
+      if (!src_dir && dst_dir) return Status::Error(EISDIR, "cannot replace a directory with a non-directory");
+      if (dst_dir) {
+        if (drec.size != 0) return Status::Error(ENOTEMPTY, "target directory not empty");
+        auto it = db_->Iterate(schema::DirentPrefix(dst->ino));
+        it->Seek();
+        if (it->Valid()) return Status::Error(ENOTEMPTY, "target directory not empty");
+        recs[new_parent].nlink--;
+      }
+      recs[new_parent].size -= std::min<uint64_t>(recs[new_parent].size, 1);
+    }
+    batch.Delete(Sl(schema::DirentKey(parent, name)));
+    DirentRecord{state_.current_epoch, src.ino, src.type}.EncodeTo(&v);
+    batch.Put(Sl(schema::DirentKey(new_parent, new_name)), Sl(v));
+    recs[parent].size -= std::min<uint64_t>(recs[parent].size, 1);
+    recs[new_parent].size += 1;
+    if (src_dir && parent != new_parent) {
+      srec.parent = new_parent;
+      recs[parent].nlink--;
+      recs[new_parent].nlink++;
+    }
+    srec.ctime_ns = now;
+  }
+  recs[parent].mtime_ns = recs[parent].ctime_ns = now;
+  recs[new_parent].mtime_ns = recs[new_parent].ctime_ns = now;
+
+  // Persist every record but a replaced target (DropLink handles it).
+  std::optional<uint64_t> replaced;
+  if (dst && !(flags & RENAME_EXCHANGE)) replaced = dst->ino;
+  for (auto& [ino, rec] : recs) {
+    if (replaced && ino == *replaced) continue;
+    PutInode(&batch, ino, rec);
+  }
+  if (replaced) {
+    InodeRecord drec = recs[*replaced];
+    QCFS_RETURN_IF_ERROR(DropLink(&batch, *replaced, &drec, now));  // writes the batch
+  } else {
+    QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
+  }
+  for (auto& [ino, rec] : recs) {
+    if (replaced && ino == *replaced) continue;
+    if (InodeRef st = FindState(ino)) {
+      st->rec.nlink = rec.nlink;
+      st->rec.size = S_ISDIR(rec.mode) ? rec.size : st->rec.size;
+      st->rec.parent = rec.parent;
+      st->rec.mtime_ns = rec.mtime_ns;
+      st->rec.ctime_ns = rec.ctime_ns;
+    }
+  }
+  return Status::Ok();
+}
+
+Status Volume::Purge(uint64_t ino) {
+  std::lock_guard ns(ns_mu_);
+  auto locks = LockInodes({ino});
+  InodeRef state = FindState(ino);
+  if (state && state->open_count > 0) return Status::Ok();
+  InodeRecord rec;
+  if (state) rec = state->rec;
+  else {
+    auto r = LoadRecord(ino);
+    if (!r.ok()) {
+      if (r.status().code() != ENOENT) return r.status();
+      rocksdb::WriteBatch batch;
+      batch.Delete(Sl(schema::OrphanKey(ino)));
+      return WriteBatch(&batch);
+    }
+    rec = *r;
+  }
+  if (rec.nlink > 0) return Status::Ok();
+  rocksdb::WriteBatch batch;
+  batch.Delete(Sl(schema::OrphanKey(ino)));
+  return DropLink(&batch, ino, &rec, internal::NowNs());
+}
+
+Status Volume::PurgeOrphans() {
+  std::vector<uint64_t> orphans;
+  auto it = db_->Iterate(std::string(1, schema::kOrphanPrefix));
+  for (it->Seek(); it->Valid(); it->Next()) {
+    uint64_t ino;
+    if (schema::ParseU64Suffix(it->key_suffix(), &ino)) orphans.push_back(ino);
+  }
+  QCFS_RETURN_IF_ERROR(it->status());
+  for (uint64_t ino : orphans) QCFS_RETURN_IF_ERROR(Purge(ino));
+  if (!orphans.empty()) Log(LogLevel::kInfo, "released {} deleted files that were open at the last unmount", orphans.size());
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- attributes
+
+Result<Attr> Volume::SetAttr(uint64_t ino, const SetAttrRequest& req) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  const int64_t now = internal::NowNs();
+  if (req.size.has_value()) {
+    QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
+    Status s;
+    {
+      std::unique_lock stripe(StripeFor(ino));
+      if (S_ISDIR(inode->rec.mode)) s = Status::Error(EISDIR, "is a directory");
+      else if (!S_ISREG(inode->rec.mode)) s = Status::Error(EINVAL, "not a regular file");
+    }
+    if (s.ok()) s = Truncate(inode, *req.size, now);
+    MaybeDropState(inode);
+    QCFS_RETURN_IF_ERROR(s);
+  }
+  std::lock_guard stripe(StripeFor(ino));
+  InodeRef state = FindState(ino);
+  InodeRecord rec;
+  if (state) rec = state->rec; else { QCFS_ASSIGN_OR_RETURN(rec, LoadRecord(ino)); }
+  bool changed = false;
+  if (req.mode) { rec.mode = (rec.mode & S_IFMT) | (*req.mode & 07777); changed = true; }
+  if (req.uid) { rec.uid = *req.uid; changed = true; }
+  if (req.gid) { rec.gid = *req.gid; changed = true; }
+  if (req.atime_ns) { rec.atime_ns = *req.atime_ns == SetAttrRequest::kNow ? now : *req.atime_ns; changed = true; }
+  if (req.mtime_ns) { rec.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns; changed = true; }
+  if (changed) {
+    rec.ctime_ns = req.ctime_ns ? (*req.ctime_ns == SetAttrRequest::kNow ? now : *req.ctime_ns) : now;
+    rocksdb::WriteBatch batch;
+    PutInode(&batch, ino, rec);
+    QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
+    if (state) {
+      state->rec = rec;
+      state->attr_dirty = false;
+    }
+  }
+  return ToAttr(ino, rec, state.get());
+}
+
+// ---------------------------------------------------------------- xattrs
+
+Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (name.empty() || name.size() > 255) return Status::Error(ERANGE, "invalid attribute name length");
+  if (value.size() > kMaxXattrValue) return Status::Error(E2BIG, "attribute value too large");
+  std::lock_guard stripe(StripeFor(ino));
+  InodeRef state = FindState(ino);
+  InodeRecord rec;
+  if (state) rec = state->rec; else { QCFS_ASSIGN_OR_RETURN(rec, LoadRecord(ino)); }
+  std::string key = schema::XattrKey(ino, name);
+  QCFS_ASSIGN_OR_RETURN(auto existing, db_->Get(key));
+  if ((flags & XATTR_CREATE) && existing.has_value()) return Status::Error(EEXIST, "attribute exists");
+  if ((flags & XATTR_REPLACE) && !existing.has_value()) return Status::Error(ENODATA, "no such attribute");
+  rec.ctime_ns = internal::NowNs();
+  rocksdb::WriteBatch batch;
+  std::string v;
+  schema::XattrRecord{state_.current_epoch, std::string(value)}.EncodeTo(&v);
+  batch.Put(Sl(key), Sl(v));
+  PutInode(&batch, ino, rec);
+  QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
+  if (state) state->rec = rec;
+  return Status::Ok();
+}
+
+Result<std::string> Volume::GetXattr(uint64_t ino, std::string_view name) {
+  QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::XattrKey(ino, name)));
+  if (!value.has_value()) {
+    // Distinguish a missing attribute from a missing inode.
+    QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
+    (void)rec;
+    return Status::Error(ENODATA, "no such attribute");
+  }
+  schema::XattrRecord x;
+  if (!schema::XattrRecord::Decode(*value, &x)) return Status::Error(EIO, "malformed attribute record");
+  return std::move(x.value);
+}
+
+Result<std::vector<std::string>> Volume::ListXattr(uint64_t ino) {
+  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
+  (void)rec;
+  std::vector<std::string> names;
+  auto it = db_->Iterate(schema::XattrPrefix(ino));
+  for (it->Seek(); it->Valid(); it->Next()) names.emplace_back(it->key_suffix());
+  QCFS_RETURN_IF_ERROR(it->status());
+  return names;
+}
+
+Status Volume::RemoveXattr(uint64_t ino, std::string_view name) {
+  QCFS_RETURN_IF_ERROR(CheckWritable());
+  std::lock_guard stripe(StripeFor(ino));
+  InodeRef state = FindState(ino);
+  InodeRecord rec;
+  if (state) rec = state->rec; else { QCFS_ASSIGN_OR_RETURN(rec, LoadRecord(ino)); }
+  std::string key = schema::XattrKey(ino, name);
+  QCFS_ASSIGN_OR_RETURN(auto existing, db_->Get(key));
+  if (!existing.has_value()) return Status::Error(ENODATA, "no such attribute");
+  rec.ctime_ns = internal::NowNs();
+  rocksdb::WriteBatch batch;
+  batch.Delete(Sl(key));
+  PutInode(&batch, ino, rec);
+  QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
+  if (state) state->rec = rec;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- volume
+
+Result<struct statvfs> Volume::StatFs() {
+  StoreUsage u = store_->Usage();
+  struct statvfs st {};
+  st.f_bsize = 4096;
+  st.f_frsize = 4096;
+  st.f_blocks = u.capacity_bytes / 4096;
+  uint64_t used = u.live_bytes + u.reserved_bytes;
+  st.f_bfree = used >= u.capacity_bytes ? 0 : (u.capacity_bytes - used) / 4096;
+  st.f_bavail = u.available_bytes / 4096;
+  uint64_t files;
+  {
+    std::lock_guard lock(ns_mu_);
+    files = inode_count_;
+  }
+  st.f_files = std::max<uint64_t>(files, 1ull << 32);
+  st.f_ffree = st.f_files - files;
+  st.f_favail = st.f_ffree;
+  st.f_namemax = kMaxNameLength;
+  st.f_fsid = 0;
+  std::memcpy(&st.f_fsid, sb_.uuid.data(), sizeof(st.f_fsid));
+  return st;
+}
+
+Result<VolumeInfo> Volume::Info() {
+  VolumeInfo info;
+  info.device = device_->path();
+  info.meta_dir = db_->path();
+  info.uuid = sb_.UuidString();
+  info.chunk_size = sb_.chunk_size;
+  info.compression = compression_.ToString();
+  info.usage = store_->Usage();
+  {
+    std::lock_guard lock(ns_mu_);
+    info.files = inode_count_;
+  }
+  {
+    std::lock_guard lock(flush_mu_);
+    info.dirty_bytes = buffered_bytes_;
+  }
+  std::error_code ec;
+  for (auto& e : std::filesystem::recursive_directory_iterator(db_->path(), ec)) {
+    if (e.is_regular_file(ec)) info.meta_bytes += e.file_size(ec);
+  }
+  return info;
+}
+
+}  // namespace qcfs

@@ -1,0 +1,303 @@
+// Volume: POSIX filesystem semantics over the metadata database and the
+// chunk store, usable without FUSE (the FUSE adapter is a thin layer on it).
+//
+// Inode numbers are 64-bit and never reused; the root is inode 1. Every
+// namespace operation commits as one atomic metadata batch. File data is
+// buffered per file in chunk-sized buffers and flushed as whole chunks on
+// fsync, on the last close, under memory pressure, or after at most
+// `flush_interval_ms`: hashing and compression run on a worker pool, the
+// chunk data is made durable, then one batch updates extents, inode and
+// reference counts. Buffered data is bounded by `cache_bytes`: writers wait
+// (backpressure) while the flusher drains. fsync makes the file's data and
+// metadata durable; Sync() makes everything durable.
+//
+// Errors are Status values carrying an errno (ENOENT, EEXIST, ENOTEMPTY,
+// ENOSPC, EIO, ...). A damaged chunk reads as EIO, never as wrong bytes.
+//
+// Thread-safety: every method may be called from any thread concurrently.
+// Lock order: ns_mu_ -> Inode::flush_mu -> inode stripe locks (ascending)
+// -> the chunk store's locks.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "qcfs/core/status.h"
+#include "qcfs/core/thread_pool.h"
+#include "qcfs/io/device.h"
+#include "qcfs/meta/meta_db.h"
+#include "qcfs/meta/schema.h"
+#include "qcfs/store/chunk_store.h"
+#include "qcfs/store/superblock.h"
+
+namespace qcfs {
+
+inline constexpr uint64_t kRootIno = 1;
+inline constexpr size_t kMaxNameLength = 255;
+inline constexpr size_t kMaxSymlinkLength = 4095;
+inline constexpr size_t kMaxXattrValue = 65536;
+
+enum class AtimeMode { kNoatime, kRelatime, kStrictatime };
+
+struct VolumeOptions {
+  // Where the metadata database lives; "" means the default for the device
+  // (MetaPathFor).
+  std::string meta_dir;
+  bool read_only = false;
+  // Compression of new chunks; unset means the volume's default (mkfs).
+  std::optional<CompressionSpec> compression;
+  // Bytes of buffered file data (dirty and being flushed). Default 256 MiB.
+  uint64_t cache_bytes = 256ull << 20;
+  // Buffered data is flushed at most this long after it was written. Default 5 s.
+  uint32_t flush_interval_ms = 5000;
+  AtimeMode atime = AtimeMode::kRelatime;
+  // Hashing and compression threads; 0 means one per CPU.
+  size_t worker_threads = 0;
+  StoreOptions store;
+  MetaOptions meta;
+  // Called (from an internal thread or the calling thread, never with a
+  // Volume lock held) when the volume changed an inode's attributes on its
+  // own, so that a kernel cache can be invalidated.
+  std::function<void(uint64_t ino)> on_attr_changed;
+};
+
+struct MkfsOptions {
+  uint64_t size = 0;  // image size in bytes; 0 keeps the size of an existing file or device
+  uint32_t chunk_size = 64 << 10;
+  uint32_t segment_size = 0;  // 0: max(4 MiB, 4 x chunk_size)
+  CompressionSpec compression;
+  std::string meta_dir;  // "" means MetaPathFor(device)
+  // Overwrite a device that holds a file system or partition table.
+  bool force = false;
+};
+
+// Who performs an operation (for ownership of new inodes).
+struct Caller {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+
+struct Attr {
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+  uint32_t nlink = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t rdev = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;  // 512-byte units
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  int64_t btime_ns = 0;
+
+  struct stat ToStat() const;
+};
+
+// Which attributes SetAttr changes.
+struct SetAttrRequest {
+  std::optional<uint32_t> mode;  // permission bits (S_IFMT bits are ignored)
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+  std::optional<uint64_t> size;
+  std::optional<int64_t> atime_ns;  // use kNow for the current time
+  std::optional<int64_t> mtime_ns;
+  std::optional<int64_t> ctime_ns;
+  static constexpr int64_t kNow = INT64_MIN;
+};
+
+struct DirEntry {
+  std::string name;
+  uint64_t ino = 0;
+  uint8_t type = 0;  // DT_*
+};
+
+// What `qcfs info` shows.
+struct VolumeInfo {
+  std::string device;
+  std::string meta_dir;
+  std::string uuid;
+  uint32_t chunk_size = 0;
+  std::string compression;
+  StoreUsage usage;
+  uint64_t files = 0;        // inodes of every type
+  uint64_t dirty_bytes = 0;  // buffered, not yet flushed
+  uint64_t meta_bytes = 0;   // size of the metadata database on disk
+};
+
+// The default metadata directory of a device: "<image>.meta" beside an
+// image file, /var/lib/qcfs/<uuid>.meta for a block device.
+std::string MetaPathFor(const std::string& device_path, bool is_block_device, const std::string& uuid);
+
+// Formats a device (an image file is created, sparse, when `size` is set).
+Status Mkfs(const std::string& device_path, const MkfsOptions& options);
+
+namespace internal {
+struct Inode;
+struct ChunkBuf;
+struct FlushItem;
+}  // namespace internal
+
+class Volume {
+ public:
+  static Result<std::unique_ptr<Volume>> Open(const std::string& device_path, const VolumeOptions& options);
+  Volume(const Volume&) = delete;
+  Volume& operator=(const Volume&) = delete;
+  // Flushes and closes (see Close()).
+  ~Volume();
+
+  // Flushes every buffer, marks the volume clean and closes the database.
+  Status Close();
+
+  // --- namespace
+  Result<Attr> Lookup(uint64_t parent, std::string_view name);
+  Result<Attr> GetAttr(uint64_t ino);
+  Result<Attr> SetAttr(uint64_t ino, const SetAttrRequest& req);
+  Result<Attr> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev, const Caller& caller);
+  Result<Attr> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& caller);
+  Result<Attr> Symlink(uint64_t parent, std::string_view name, std::string_view target, const Caller& caller);
+  Result<Attr> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name);
+  Status Unlink(uint64_t parent, std::string_view name);
+  Status Rmdir(uint64_t parent, std::string_view name);
+  // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
+  Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                unsigned flags);
+  Result<std::string> Readlink(uint64_t ino);
+
+  // Calls fn for the entries of a directory after `after` (in name order;
+  // "" starts at the first) until fn returns false. "." and ".." are not
+  // included.
+  Status ReadDir(uint64_t ino, std::string_view after, const std::function<bool(const DirEntry&)>& fn);
+
+  // --- files. Open/Create count an open handle; Release ends it.
+  Result<Attr> Open(uint64_t ino, int flags);
+  Result<Attr> Create(uint64_t parent, std::string_view name, uint32_t mode, int flags, const Caller& caller);
+  Status Release(uint64_t ino);
+  // Reads up to out.size() bytes at `offset`; returns the count (short at EOF).
+  Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out);
+  // Writes at `offset` (at the end of the file when `append`); returns the count.
+  Result<size_t> Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append = false);
+  // Makes the file's data and metadata durable. Reports a deferred write error.
+  Status Fsync(uint64_t ino, bool datasync);
+  // close(2) of one descriptor: reports a deferred write error, starts a flush.
+  Status FlushHandle(uint64_t ino);
+  // mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|KEEP_SIZE, FALLOC_FL_ZERO_RANGE.
+  Status Fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t length);
+
+  // --- extended attributes. flags: 0, XATTR_CREATE or XATTR_REPLACE.
+  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+  Result<std::string> GetXattr(uint64_t ino, std::string_view name);
+  Result<std::vector<std::string>> ListXattr(uint64_t ino);
+  Status RemoveXattr(uint64_t ino, std::string_view name);
+
+  // --- whole volume
+  Result<struct statvfs> StatFs();
+  // Flushes all buffered data and makes all metadata durable.
+  Status Sync();
+  Result<VolumeInfo> Info();
+  bool read_only() const { return options_.read_only; }
+  const Superblock& superblock() const { return sb_; }
+  ChunkStore* store() { return store_.get(); }
+  MetaDb* db() { return db_.get(); }
+
+ private:
+  Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaDb> db, const Superblock& sb,
+         const VolumeOptions& options);
+  Status Start();
+
+  using InodeRef = std::shared_ptr<internal::Inode>;
+
+  // Inode records.
+  Result<schema::InodeRecord> LoadRecord(uint64_t ino);
+  // The in-memory state of an inode, created from its record when needed.
+  Result<InodeRef> Acquire(uint64_t ino);
+  InodeRef FindState(uint64_t ino);
+  void MaybeDropState(const InodeRef& inode);
+  Attr ToAttr(uint64_t ino, const schema::InodeRecord& rec, const internal::Inode* state) const;
+  void PutInode(rocksdb::WriteBatch* batch, uint64_t ino, const schema::InodeRecord& rec);
+  std::mutex& StripeFor(uint64_t ino) { return stripes_[ino % kStripes]; }
+  std::vector<std::unique_lock<std::mutex>> LockInodes(std::vector<uint64_t> inos);
+
+  Status CheckWritable() const;
+  Result<schema::DirentRecord> LookupDirent(uint64_t parent, std::string_view name);
+  Result<Attr> CreateNode(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                          std::string_view symlink, const Caller& caller, bool open);
+  // Drops one link of `ino`, adding the changes to `batch`, and writes the
+  // batch; the last link of a closed inode deletes it, data included, in the
+  // same batch. REQUIRES: ns_mu_ and the inode's stripe are held.
+  Status DropLink(rocksdb::WriteBatch* batch, uint64_t ino, schema::InodeRecord* rec, int64_t now);
+  // Deletes an inode whose last link and handle are gone.
+  Status Purge(uint64_t ino);
+  Status PurgeOrphans();
+  Status WriteBatch(rocksdb::WriteBatch* batch, bool sync = false);
+  void PutVolumeState(rocksdb::WriteBatch* batch);
+
+  // Data path (file_data.cc).
+  Status ReadChunk(internal::Inode* inode, uint64_t index, uint64_t in_chunk, std::span<std::byte> out,
+                   uint64_t file_size);
+  // The dirty buffer of chunk `index`, created (from the stored chunk unless
+  // `overwrite`) when there is none. May drop and retake `stripe`.
+  Result<std::shared_ptr<internal::ChunkBuf>> DirtyBufferFor(const InodeRef& inode, uint64_t index,
+                                                             std::unique_lock<std::mutex>* stripe, bool overwrite);
+  Status ReserveBuffer();
+  void ReleaseBuffer(size_t count);
+  Status FlushInodes(std::vector<InodeRef> inodes, bool sync);
+  // REQUIRES: the flush_mu of every inode is held.
+  Status FlushLocked(const std::vector<InodeRef>& inodes, bool sync);
+  Status CommitFlush(std::vector<internal::FlushItem>& items, bool sync);
+  Status Truncate(const InodeRef& inode, uint64_t size, int64_t now);
+  Status ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length);
+  void FlusherLoop();
+  void WakeFlusher();
+  void MaybeUpdateAtime(uint64_t ino);
+
+  static constexpr size_t kStripes = 256;
+
+  const VolumeOptions options_;
+  std::unique_ptr<Device> device_;
+  std::unique_ptr<MetaDb> db_;
+  const Superblock sb_;
+  const uint32_t chunk_size_;
+  CompressionSpec compression_;
+  std::unique_ptr<ChunkStore> store_;
+  std::unique_ptr<ThreadPool> pool_;
+
+  // Serializes namespace changes (create, link, unlink, rename...) and the
+  // volume counters below.
+  std::mutex ns_mu_;
+  schema::VolumeState state_;
+  uint64_t inode_count_ = 0;
+
+  std::mutex stripes_[kStripes];  // guard each inode's record and in-memory state
+
+  std::mutex states_mu_;  // guards states_
+  std::unordered_map<uint64_t, InodeRef> states_;
+
+  // Buffered data accounting and the flusher.
+  std::mutex flush_mu_;  // guards the fields below
+  std::condition_variable flush_cv_;     // wakes the flusher
+  std::condition_variable drained_cv_;   // wakes writers waiting for room
+  uint64_t buffered_bytes_ = 0;          // dirty + in-flight chunk buffers
+  uint64_t flush_rounds_ = 0;            // completed flusher rounds
+  bool flush_requested_ = false;
+  bool stopping_ = false;
+  std::vector<InodeRef> release_queue_;  // closed files to flush soon
+  std::thread flusher_;
+  std::atomic<bool> closed_{false};
+};
+
+}  // namespace qcfs

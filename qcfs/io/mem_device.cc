@@ -1,0 +1,83 @@
+#include "qcfs/io/mem_device.h"
+
+#include <cstring>
+
+namespace qcfs {
+
+MemDevice::MemDevice(uint64_t size) : size_(size), current_(size), durable_(size) {}
+
+Status MemDevice::Submit(std::span<const IoOp> ops) {
+  std::lock_guard lock(mu_);
+  Status first;
+  for (const IoOp& op : ops) {
+    if (op.offset > size_ || op.length > size_ - op.offset) {
+      if (first.ok()) first = Status::Errorf(EIO, "I/O at offset {} length {} is beyond the end of the device", op.offset, op.length);
+      continue;
+    }
+    if (hook_) {
+      Status s = hook_(op);
+      if (!s.ok()) {
+        if (first.ok()) first = s;
+        continue;
+      }
+    }
+    if (op.kind == IoOp::Kind::kRead) {
+      std::memcpy(op.data, current_.data() + op.offset, op.length);
+    } else {
+      std::memcpy(current_.data() + op.offset, op.data, op.length);
+      ++writes_;
+    }
+  }
+  return first;
+}
+
+Status MemDevice::Sync() {
+  std::lock_guard lock(mu_);
+  if (hook_) {
+    IoOp sync_op{IoOp::Kind::kWrite, 0, nullptr, 0};
+    QCFS_RETURN_IF_ERROR(hook_(sync_op));
+  }
+  durable_ = current_;
+  ++syncs_;
+  return Status::Ok();
+}
+
+Status MemDevice::Discard(uint64_t offset, uint64_t length) {
+  std::lock_guard lock(mu_);
+  if (offset > size_ || length > size_ - offset) return Status::Error(EINVAL, "discard beyond the end of the device");
+  std::memset(current_.data() + offset, 0, length);
+  return Status::Ok();
+}
+
+void MemDevice::SetFaultHook(FaultHook hook) {
+  std::lock_guard lock(mu_);
+  hook_ = std::move(hook);
+}
+
+void MemDevice::DropUnsynced() {
+  std::lock_guard lock(mu_);
+  current_ = durable_;
+}
+
+void MemDevice::Poke(uint64_t offset, std::span<const std::byte> bytes) {
+  std::lock_guard lock(mu_);
+  std::memcpy(current_.data() + offset, bytes.data(), bytes.size());
+  std::memcpy(durable_.data() + offset, bytes.data(), bytes.size());
+}
+
+void MemDevice::Peek(uint64_t offset, std::span<std::byte> out) const {
+  std::lock_guard lock(mu_);
+  std::memcpy(out.data(), current_.data() + offset, out.size());
+}
+
+uint64_t MemDevice::writes() const {
+  std::lock_guard lock(mu_);
+  return writes_;
+}
+
+uint64_t MemDevice::syncs() const {
+  std::lock_guard lock(mu_);
+  return syncs_;
+}
+
+}  // namespace qcfs

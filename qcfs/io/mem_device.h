@@ -1,0 +1,51 @@
+// An in-memory Device for tests and fault injection.
+//
+// It keeps two images: `durable` (what survived the last Sync) and the
+// current one. DropUnsynced() throws away every write since the last Sync,
+// which is what a power cut does to a disk without a write cache flush.
+// A fault hook may fail any operation (EIO, ENOSPC) or let it through.
+#pragma once
+
+#include <functional>
+#include <mutex>
+#include <vector>
+
+#include "qcfs/io/device.h"
+
+namespace qcfs {
+
+class MemDevice final : public Device {
+ public:
+  // Called before each op; a non-OK status fails that op without effect.
+  using FaultHook = std::function<Status(const IoOp&)>;
+
+  explicit MemDevice(uint64_t size);
+
+  uint64_t size() const override { return size_; }
+  const std::string& path() const override { return path_; }
+  Status Submit(std::span<const IoOp> ops) override;
+  Status Sync() override;
+  Status Discard(uint64_t offset, uint64_t length) override;
+
+  void SetFaultHook(FaultHook hook);
+  // Simulates a power cut: the contents revert to the last Sync.
+  void DropUnsynced();
+  // Direct access to the bytes, for corrupting them in tests.
+  void Poke(uint64_t offset, std::span<const std::byte> bytes);
+  void Peek(uint64_t offset, std::span<std::byte> out) const;
+
+  uint64_t writes() const;
+  uint64_t syncs() const;
+
+ private:
+  const uint64_t size_;
+  const std::string path_;
+  mutable std::mutex mu_;  // guards everything below
+  std::vector<std::byte> current_;
+  std::vector<std::byte> durable_;
+  FaultHook hook_;
+  uint64_t writes_ = 0;
+  uint64_t syncs_ = 0;
+};
+
+}  // namespace qcfs

@@ -1,0 +1,137 @@
+#include "qcfs/meta/meta_db.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+
+namespace qcfs {
+
+Status FromRocks(const rocksdb::Status& s, std::string_view context) {
+  if (s.ok()) return Status::Ok();
+  int err = EIO;
+  if (s.IsNotFound()) err = ENOENT;
+  else if (s.IsNoSpace()) err = ENOSPC;
+  else if (s.IsBusy() || s.IsTryAgain()) err = EBUSY;
+  else if (s.IsInvalidArgument()) err = EINVAL;
+  else if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) err = EBUSY;
+  return Status::Errorf(err, "{}: {}", context, s.ToString());
+}
+
+PrefixIterator::PrefixIterator(rocksdb::DB* db, std::string prefix, const rocksdb::Snapshot* snapshot)
+    : prefix_(std::move(prefix)) {
+  // Upper bound: the prefix with its last byte incremented (prefixes never end in 0xff).
+  upper_ = prefix_;
+  while (!upper_.empty() && static_cast<unsigned char>(upper_.back()) == 0xff) upper_.pop_back();
+  if (!upper_.empty()) upper_.back() = static_cast<char>(static_cast<unsigned char>(upper_.back()) + 1);
+  upper_slice_ = rocksdb::Slice(upper_);
+  rocksdb::ReadOptions ro;
+  if (!upper_.empty()) ro.iterate_upper_bound = &upper_slice_;
+  ro.snapshot = snapshot;
+  it_.reset(db->NewIterator(ro));
+}
+
+void PrefixIterator::Seek(std::string_view suffix) {
+  std::string target = prefix_;
+  target.append(suffix);
+  it_->Seek(target);
+}
+
+bool PrefixIterator::Valid() const { return it_->Valid() && it_->key().starts_with(prefix_); }
+void PrefixIterator::Next() { it_->Next(); }
+std::string_view PrefixIterator::key() const { return it_->key().ToStringView(); }
+std::string_view PrefixIterator::key_suffix() const { return key().substr(prefix_.size()); }
+std::string_view PrefixIterator::value() const { return it_->value().ToStringView(); }
+Status PrefixIterator::status() const { return FromRocks(it_->status(), "metadata iterator"); }
+
+MetaDb::MetaDb(std::string path, std::unique_ptr<rocksdb::DB> db, std::shared_ptr<rocksdb::Cache> cache,
+               bool read_only)
+    : path_(std::move(path)), db_(std::move(db)), cache_(std::move(cache)), read_only_(read_only) {}
+
+MetaDb::~MetaDb() {
+  if (db_ && !read_only_) {
+    // A clean close leaves nothing to replay from the log.
+    rocksdb::FlushOptions fo;
+    db_->Flush(fo).PermitUncheckedError();
+    db_->Close().PermitUncheckedError();
+  }
+}
+
+Result<std::unique_ptr<MetaDb>> MetaDb::Open(const std::string& path, const MetaOptions& options) {
+  rocksdb::Options opts;
+  opts.create_if_missing = options.create;
+  opts.error_if_exists = options.create;
+  opts.paranoid_checks = true;
+  opts.max_open_files = options.max_open_files;
+  opts.write_buffer_size = options.write_buffer_bytes;
+  opts.max_write_buffer_number = 3;
+  opts.max_background_jobs = 2;
+  opts.compression = rocksdb::kLZ4Compression;
+  opts.bottommost_compression = rocksdb::kZSTD;
+  opts.keep_log_file_num = 3;
+  opts.max_log_file_size = 1 << 20;
+  opts.level_compaction_dynamic_level_bytes = true;
+  opts.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.format_version = 5;
+  table.block_size = 16 << 10;
+  opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  opts.memtable_whole_key_filtering = true;
+  opts.memtable_prefix_bloom_size_ratio = 0.02;
+
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(opts, path, &raw)
+                                        : rocksdb::DB::Open(opts, path, &raw);
+  if (!s.ok()) {
+    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+      return Status::Errorf(EBUSY, "metadata {} is in use by another process (mounted?)", path);
+    }
+    if (!options.create && s.IsInvalidArgument() && s.ToString().find("does not exist") != std::string::npos) {
+      return Status::Errorf(ENOENT, "metadata {} does not exist", path);
+    }
+    return FromRocks(s, "open metadata " + path);
+  }
+  return std::unique_ptr<MetaDb>(new MetaDb(path, std::unique_ptr<rocksdb::DB>(raw), cache, options.read_only));
+}
+
+Result<std::optional<std::string>> MetaDb::Get(std::string_view key) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocks(s, "metadata get");
+  return std::optional<std::string>(std::move(value));
+}
+
+Status MetaDb::Write(rocksdb::WriteBatch* batch, bool sync) {
+  if (read_only_) return Status::Error(EROFS, "metadata is open read-only");
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  return FromRocks(db_->Write(wo, batch), "metadata write");
+}
+
+Status MetaDb::SyncWal() {
+  if (read_only_) return Status::Ok();
+  return FromRocks(db_->SyncWAL(), "metadata sync");
+}
+
+Status MetaDb::Flush() {
+  if (read_only_) return Status::Ok();
+  return FromRocks(db_->Flush(rocksdb::FlushOptions()), "metadata flush");
+}
+
+std::unique_ptr<PrefixIterator> MetaDb::Iterate(std::string prefix) const {
+  return std::make_unique<PrefixIterator>(db_.get(), std::move(prefix), nullptr);
+}
+
+uint64_t MetaDb::MemoryUsage() const {
+  uint64_t mem = 0;
+  db_->GetIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &mem);
+  return mem + cache_->GetUsage();
+}
+
+}  // namespace qcfs

@@ -1,0 +1,152 @@
+// The metadata schema: every key QCFS keeps in RocksDB and the encoding of
+// its value. docs/design.md describes the same in prose; keep them in step.
+//
+// Keys start with one byte naming the record type; integers in keys are
+// big-endian so that bytewise order is numeric order:
+//
+//   S name                 system records (superblock copy, counters, stats)
+//   I ino                  inode
+//   D parent name          directory entry
+//   E ino index            extent: chunk `index` of file `ino` -> fingerprint
+//   X ino name             extended attribute
+//   O ino                  orphan: nlink 0, data kept until the last close
+//   C fingerprint          chunk index: location, sizes, reference count
+//   G segment              segment usage: live bytes
+//   L segment offset       location -> fingerprint (what the cleaner moves)
+//
+// Versioned records (I, D, E, X) carry the epoch in which they were written,
+// so that snapshots can keep the versions they need (docs/design.md).
+//
+// Decoders return false on malformed input; they never read out of bounds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "qcfs/core/fingerprint.h"
+
+namespace qcfs::schema {
+
+inline constexpr char kSystemPrefix = 'S';
+inline constexpr char kInodePrefix = 'I';
+inline constexpr char kDirentPrefix = 'D';
+inline constexpr char kExtentPrefix = 'E';
+inline constexpr char kXattrPrefix = 'X';
+inline constexpr char kOrphanPrefix = 'O';
+inline constexpr char kChunkPrefix = 'C';
+inline constexpr char kSegmentPrefix = 'G';
+inline constexpr char kLocationPrefix = 'L';
+
+// System record names.
+inline constexpr std::string_view kSuperblockName = "superblock";  // raw on-device superblock
+inline constexpr std::string_view kVolumeStateName = "volume";     // VolumeState
+inline constexpr std::string_view kStatsName = "stats";            // StoreStats
+
+std::string SystemKey(std::string_view name);
+std::string InodeKey(uint64_t ino);
+std::string DirentPrefix(uint64_t parent);
+std::string DirentKey(uint64_t parent, std::string_view name);
+std::string ExtentPrefix(uint64_t ino);
+std::string ExtentKey(uint64_t ino, uint64_t index);
+std::string XattrPrefix(uint64_t ino);
+std::string XattrKey(uint64_t ino, std::string_view name);
+std::string OrphanKey(uint64_t ino);
+std::string ChunkKey(const Fingerprint& fp);
+std::string SegmentKey(uint32_t segment);
+std::string LocationPrefix(uint32_t segment);
+std::string LocationKey(uint32_t segment, uint32_t offset);
+
+// Parsers for keys found while iterating a prefix (the part after it).
+bool ParseU64Suffix(std::string_view suffix, uint64_t* value);
+bool ParseU32Suffix(std::string_view suffix, uint32_t* value);
+
+struct InodeRecord {
+  uint64_t epoch = 0;  // epoch in which this version was written
+  uint32_t mode = 0;   // S_IFMT type and permission bits
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t nlink = 0;
+  uint64_t size = 0;  // bytes; for directories the number of entries
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  int64_t btime_ns = 0;  // creation time
+  uint64_t rdev = 0;
+  uint64_t parent = 0;  // directories: the directory that holds this one
+  uint64_t chunks = 0;  // regular files: extents (non-hole chunks) stored
+  std::string symlink;  // symlinks: the target
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, InodeRecord* out);
+};
+
+struct DirentRecord {
+  uint64_t epoch = 0;
+  uint64_t ino = 0;
+  uint8_t type = 0;  // DT_REG, DT_DIR, ... (from <dirent.h>)
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, DirentRecord* out);
+};
+
+struct ExtentRecord {
+  uint64_t epoch = 0;
+  Fingerprint fp;
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, ExtentRecord* out);
+};
+
+struct XattrRecord {
+  uint64_t epoch = 0;
+  std::string value;
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, XattrRecord* out);
+};
+
+// Where a chunk lives and how many extents reference it.
+struct ChunkIndexRecord {
+  uint32_t segment = 0;
+  uint32_t offset = 0;      // byte offset of the chunk record within the segment
+  uint32_t stored_len = 0;  // payload bytes on the device (after compression)
+  uint32_t raw_len = 0;     // bytes of content (trailing zeros trimmed)
+  uint8_t codec = 0;        // store/codec.h Codec
+  uint64_t refcount = 0;
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, ChunkIndexRecord* out);
+};
+
+struct SegmentRecord {
+  uint64_t live_bytes = 0;  // bytes of live chunk records (header + payload)
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, SegmentRecord* out);
+};
+
+// Counters of the namespace, persisted with each operation that changes them.
+struct VolumeState {
+  uint64_t next_ino = 0;       // inode numbers below this may be in use
+  uint64_t current_epoch = 1;  // epoch of new versions; snapshots advance it
+  uint64_t clean_unmount = 0;  // 1 after a clean unmount, 0 while mounted
+  uint64_t inodes = 0;         // inodes of every type, the root included
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, VolumeState* out);
+};
+
+// Space accounting of the chunk store, kept exact by every batch.
+struct StoreStats {
+  uint64_t chunks = 0;            // distinct chunks stored
+  uint64_t unique_bytes = 0;      // sum of raw_len over chunks
+  uint64_t stored_bytes = 0;      // sum of header + payload over chunks
+  uint64_t referenced_bytes = 0;  // sum of raw_len x refcount: logical data
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, StoreStats* out);
+  friend bool operator==(const StoreStats&, const StoreStats&) = default;
+};
+
+}  // namespace qcfs::schema

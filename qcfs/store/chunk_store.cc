@@ -1,0 +1,678 @@
+#include "qcfs/store/chunk_store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "qcfs/core/log.h"
+#include "qcfs/core/units.h"
+#include "qcfs/store/internal/record.h"
+
+namespace qcfs {
+
+using internal::kRecordHeaderSize;
+using internal::kSegmentHeaderSize;
+using schema::ChunkIndexRecord;
+
+namespace {
+
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+rocksdb::Slice Sl(const std::string& s) { return rocksdb::Slice(s); }
+
+}  // namespace
+
+size_t TrimmedLength(std::span<const std::byte> data) {
+  size_t n = data.size();
+  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p + n - 8, 8);
+    if (w != 0) break;
+    n -= 8;
+  }
+  while (n > 0 && p[n - 1] == 0) --n;
+  return n;
+}
+
+PreparedChunk PrepareChunk(std::span<const std::byte> content, const CompressionSpec& spec) {
+  PreparedChunk c;
+  c.fp = Fingerprint::Of(content);
+  c.raw_len = static_cast<uint32_t>(content.size());
+  c.codec = Compress(spec, content, &c.payload);
+  return c;
+}
+
+// ---------------------------------------------------------------- ChunkStore
+
+ChunkStore::ChunkStore(Device* device, MetaDb* db, const Superblock& sb, const StoreOptions& options)
+    : device_(device), db_(db), sb_(sb), options_(options) {}
+
+ChunkStore::~ChunkStore() = default;
+
+Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(Device* device, MetaDb* db, const Superblock& sb,
+                                                     const StoreOptions& options) {
+  std::unique_ptr<ChunkStore> store(new ChunkStore(device, db, sb, options));
+  QCFS_RETURN_IF_ERROR(store->Load());
+  return store;
+}
+
+Status ChunkStore::Load() {
+  live_.assign(sb_.segment_count, 0);
+  seg_state_.assign(sb_.segment_count, kFree);
+  auto it = db_->Iterate(std::string(1, schema::kSegmentPrefix));
+  for (it->Seek(); it->Valid(); it->Next()) {
+    uint32_t seg;
+    schema::SegmentRecord rec;
+    if (!schema::ParseU32Suffix(it->key_suffix(), &seg) || !schema::SegmentRecord::Decode(it->value(), &rec)) {
+      return Status::Error(EUCLEAN, "malformed segment usage record in metadata; run qcfs check --repair");
+    }
+    if (seg >= sb_.segment_count || rec.live_bytes > sb_.segment_size) {
+      return Status::Errorf(EUCLEAN, "segment usage record for segment {} is out of range; run qcfs check --repair", seg);
+    }
+    live_[seg] = static_cast<uint32_t>(rec.live_bytes);
+    if (rec.live_bytes > 0) seg_state_[seg] = kInUse;
+  }
+  QCFS_RETURN_IF_ERROR(it->status());
+  free_count_ = static_cast<uint64_t>(std::count(seg_state_.begin(), seg_state_.end(), kFree));
+  QCFS_ASSIGN_OR_RETURN(auto stats, db_->Get(schema::SystemKey(schema::kStatsName)));
+  if (stats.has_value() && !schema::StoreStats::Decode(*stats, &stats_)) {
+    return Status::Error(EUCLEAN, "malformed store statistics in metadata; run qcfs check --repair");
+  }
+  return Status::Ok();
+}
+
+std::unique_ptr<ChunkStore::Txn> ChunkStore::Begin() { return std::unique_ptr<Txn>(new Txn(this)); }
+
+uint64_t ChunkStore::ReservationFor(uint64_t raw) const { return raw + kRecordHeaderSize; }
+
+uint64_t ChunkStore::AvailableLocked() const {
+  uint64_t capacity = sb_.DataCapacity();
+  uint64_t held = stats_.stored_bytes + reserved_ + uint64_t{options_.reserve_segments} * sb_.segment_size;
+  return held >= capacity ? 0 : capacity - held;
+}
+
+uint64_t ChunkStore::ImmediateLocked() const {
+  uint64_t room = free_count_ * sb_.segment_size;
+  if (open_segment_ >= 0) room += sb_.segment_size - open_offset_;
+  return room;
+}
+
+Status ChunkStore::Reserve(uint64_t bytes) {
+  std::lock_guard lock(state_mu_);
+  if (bytes > AvailableLocked()) {
+    return Status::Errorf(ENOSPC, "no space left on volume: {} free of {}", FormatSize(AvailableLocked()),
+                          FormatSize(sb_.DataCapacity()));
+  }
+  reserved_ += bytes;
+  return Status::Ok();
+}
+
+void ChunkStore::Unreserve(uint64_t bytes) {
+  std::lock_guard lock(state_mu_);
+  reserved_ -= std::min(reserved_, bytes);
+}
+
+StoreUsage ChunkStore::Usage() const {
+  std::lock_guard lock(state_mu_);
+  StoreUsage u;
+  u.stats = stats_;
+  u.segment_size = sb_.segment_size;
+  u.segment_count = sb_.segment_count;
+  u.free_segments = free_count_;
+  u.pending_segments = pending_.size();
+  u.capacity_bytes = sb_.DataCapacity();
+  u.live_bytes = stats_.stored_bytes;
+  u.reserved_bytes = reserved_;
+  u.available_bytes = AvailableLocked();
+  return u;
+}
+
+void ChunkStore::FreeSegmentLocked(uint32_t segment) {
+  if (seg_state_[segment] != kInUse || live_[segment] != 0 || segment == open_segment_) return;
+  if (pinned_.count(segment) != 0) return;
+  seg_state_[segment] = kPending;
+  pending_.push_back(segment);
+}
+
+Status ChunkStore::SyncFreed() {
+  std::vector<uint32_t> batch;
+  {
+    std::lock_guard lock(state_mu_);
+    batch.swap(pending_);
+  }
+  if (batch.empty()) return Status::Ok();
+  Status s = db_->SyncWal();
+  if (s.ok() && options_.discard) {
+    for (uint32_t seg : batch) {
+      Status d = device_->Discard(sb_.SegmentOffset(seg), sb_.segment_size);
+      if (!d.ok()) Log(LogLevel::kWarning, "discard of segment {} failed: {}", seg, d.ToString());
+    }
+  }
+  std::lock_guard lock(state_mu_);
+  if (!s.ok()) {
+    pending_.insert(pending_.end(), batch.begin(), batch.end());
+    return s;
+  }
+  for (uint32_t seg : batch) {
+    if (seg_state_[seg] == kPending && live_[seg] == 0) {
+      seg_state_[seg] = kFree;
+      ++free_count_;
+      free_hint_ = std::min(free_hint_, seg);
+    } else if (seg_state_[seg] == kPending) {
+      seg_state_[seg] = kInUse;
+    }
+  }
+  return Status::Ok();
+}
+
+Status ChunkStore::OpenSegment(std::vector<Staged>* staged) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    {
+      std::lock_guard lock(state_mu_);
+      if (free_count_ > 0) {
+        uint32_t seg = free_hint_;
+        while (seg < sb_.segment_count && seg_state_[seg] != kFree) ++seg;
+        if (seg >= sb_.segment_count) {
+          seg = 0;
+          while (seg < sb_.segment_count && seg_state_[seg] != kFree) ++seg;
+        }
+        if (seg < sb_.segment_count) {
+          seg_state_[seg] = kInUse;
+          --free_count_;
+          free_hint_ = seg + 1;
+          open_segment_ = seg;
+          open_offset_ = kSegmentHeaderSize;
+          Staged st{seg, 0, std::vector<std::byte>(kSegmentHeaderSize)};
+          st.bytes.reserve(sb_.segment_size / 4);
+          internal::SegmentHeader h;
+          h.segment = seg;
+          h.sequence = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+          h.uuid = sb_.uuid;
+          internal::EncodeSegmentHeader(h, st.bytes.data());
+          staged->push_back(std::move(st));
+          return Status::Ok();
+        }
+      }
+    }
+    // Nothing free: make what earlier batches freed reusable.
+    if (attempt == 0) QCFS_RETURN_IF_ERROR(SyncFreed());
+  }
+  return Status::Errorf(ENOSPC, "no free segment left on the volume ({} segments of {})", sb_.segment_count,
+                        FormatSize(sb_.segment_size));
+}
+
+Result<ChunkStore::Location> ChunkStore::Allocate(uint32_t record_len, std::vector<Staged>* staged,
+                                                  std::vector<uint32_t>* closed) {
+  bool need_new;
+  {
+    std::lock_guard lock(state_mu_);
+    need_new = open_segment_ < 0 || uint64_t{open_offset_} + record_len > sb_.segment_size;
+    if (need_new && open_segment_ >= 0) {
+      closed->push_back(static_cast<uint32_t>(open_segment_));
+      open_segment_ = -1;
+    }
+  }
+  if (need_new) QCFS_RETURN_IF_ERROR(OpenSegment(staged));
+  std::lock_guard lock(state_mu_);
+  Location loc{static_cast<uint32_t>(open_segment_), open_offset_};
+  open_offset_ += record_len;
+  return loc;
+}
+
+Status ChunkStore::StageRecord(std::span<const std::byte> record, std::vector<Staged>* staged,
+                               std::vector<uint32_t>* closed, Location* loc) {
+  QCFS_ASSIGN_OR_RETURN(*loc, Allocate(static_cast<uint32_t>(record.size()), staged, closed));
+  if (staged->empty() || staged->back().segment != loc->segment ||
+      staged->back().start + staged->back().bytes.size() != loc->offset) {
+    staged->push_back(Staged{loc->segment, loc->offset, {}});
+    staged->back().bytes.reserve(sb_.segment_size / 4);
+  }
+  auto& bytes = staged->back().bytes;
+  bytes.insert(bytes.end(), record.begin(), record.end());
+  return Status::Ok();
+}
+
+Status ChunkStore::WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t>* closed) {
+  if (staged->empty()) return Status::Ok();
+  std::vector<IoOp> ops;
+  for (Staged& st : *staged) {
+    st.bytes.resize(RoundUp(st.bytes.size(), kBlockSize));
+    ops.push_back(IoOp::Write(sb_.SegmentOffset(st.segment) + st.start, st.bytes));
+  }
+  Status s = device_->Submit(ops);
+  if (s.ok()) s = device_->Sync();
+  {
+    // The next write starts on a fresh block: blocks holding durable records are never rewritten.
+    std::lock_guard lock(state_mu_);
+    if (open_segment_ >= 0) {
+      open_offset_ = static_cast<uint32_t>(RoundUp(open_offset_, kBlockSize));
+      if (!s.ok() || open_offset_ + kRecordHeaderSize + 64 > sb_.segment_size) {
+        closed->push_back(static_cast<uint32_t>(open_segment_));
+        open_segment_ = -1;
+      }
+    }
+  }
+  staged->clear();
+  return s.WithContext("writing chunk data");
+}
+
+Status ChunkStore::WriteChunks(std::span<const PreparedChunk* const> chunks) {
+  std::lock_guard wlock(write_mu_);
+  std::vector<Staged> staged;
+  std::vector<uint32_t> closed;
+  std::vector<std::pair<const PreparedChunk*, Location>> added;
+  Status s;
+  for (const PreparedChunk* c : chunks) {
+    {
+      std::lock_guard lock(state_mu_);
+      auto it = provisional_.find(c->fp);
+      if (it != provisional_.end()) {
+        ++it->second.users;
+        continue;
+      }
+    }
+    bool in_batch = false;
+    for (auto& [prev, loc] : added) in_batch |= prev->fp == c->fp;
+    if (in_batch) continue;
+    auto indexed = db_->Get(schema::ChunkKey(c->fp));
+    if (!indexed.ok()) {
+      s = indexed.status();
+      break;
+    }
+    if (indexed->has_value()) continue;
+    std::vector<std::byte> record(kRecordHeaderSize + c->payload.size());
+    internal::RecordHeader h{c->codec, static_cast<uint32_t>(c->payload.size()), c->raw_len, c->fp, 0};
+    internal::EncodeRecordHeader(h, c->payload, record.data());
+    std::memcpy(record.data() + kRecordHeaderSize, c->payload.data(), c->payload.size());
+    Location loc{};
+    s = StageRecord(record, &staged, &closed, &loc);
+    if (!s.ok()) break;
+    added.emplace_back(c, loc);
+  }
+  if (s.ok()) s = WriteStaged(&staged, &closed);
+  std::lock_guard lock(state_mu_);
+  if (s.ok()) {
+    for (auto& [c, loc] : added) {
+      Provisional p;
+      p.rec.segment = loc.segment;
+      p.rec.offset = loc.offset;
+      p.rec.stored_len = static_cast<uint32_t>(c->payload.size());
+      p.rec.raw_len = c->raw_len;
+      p.rec.codec = static_cast<uint8_t>(c->codec);
+      p.users = 1;
+      provisional_.emplace(c->fp, p);
+      ++pinned_[loc.segment];
+    }
+  }
+  for (uint32_t seg : closed) FreeSegmentLocked(seg);
+  return s;
+}
+
+void ChunkStore::ForgetProvisional(std::span<const PreparedChunk* const> chunks) {
+  std::lock_guard lock(state_mu_);
+  for (const PreparedChunk* c : chunks) {
+    auto it = provisional_.find(c->fp);
+    if (it == provisional_.end() || --it->second.users > 0) continue;
+    uint32_t seg = it->second.rec.segment;
+    provisional_.erase(it);
+    if (--pinned_[seg] == 0) {
+      pinned_.erase(seg);
+      FreeSegmentLocked(seg);
+    }
+  }
+}
+
+Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fingerprint& fp) {
+  if (auto hit = CacheGet(fp)) return hit;
+  std::string key = schema::ChunkKey(fp);
+  Status last;
+  ChunkIndexRecord prev{};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(key));
+    if (!value.has_value()) {
+      return Status::Errorf(ENOENT, "chunk {} is not in the index", fp.ShortHex());
+    }
+    ChunkIndexRecord rec;
+    if (!ChunkIndexRecord::Decode(*value, &rec)) {
+      return Status::Errorf(EIO, "chunk {}: malformed index record", fp.ShortHex());
+    }
+    if (attempt > 0 && rec.segment == prev.segment && rec.offset == prev.offset) break;  // not moved: real damage
+    if (read_hook_) read_hook_();
+    auto data = ReadRecord(fp, rec);
+    if (data.ok()) {
+      CachePut(fp, *data);
+      return data;
+    }
+    last = data.status();
+    prev = rec;
+  }
+  return last;
+}
+
+Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadRecord(const Fingerprint& fp,
+                                                                             const ChunkIndexRecord& rec) {
+  auto where = [&] { return fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset); };
+  if (rec.segment >= sb_.segment_count || uint64_t{rec.offset} + kRecordHeaderSize + rec.stored_len > sb_.segment_size) {
+    return Status::Errorf(EIO, "{}: location is outside the segment area", where());
+  }
+  std::vector<std::byte> buf(kRecordHeaderSize + rec.stored_len);
+  QCFS_RETURN_IF_ERROR(device_->Read(sb_.SegmentOffset(rec.segment) + rec.offset, buf).WithContext(where()));
+  internal::RecordHeader h;
+  auto payload = std::span<const std::byte>(buf).subspan(kRecordHeaderSize);
+  if (!internal::DecodeRecordHeader(buf, &h)) return Status::Errorf(EIO, "{}: damaged record header", where());
+  if (h.fp != fp || h.stored_len != rec.stored_len || h.raw_len != rec.raw_len ||
+      static_cast<uint8_t>(h.codec) != rec.codec) {
+    return Status::Errorf(EIO, "{}: record does not match the index", where());
+  }
+  if (!internal::RecordChecksumMatches(buf, payload, h.checksum)) {
+    return Status::Errorf(EIO, "{}: checksum mismatch", where());
+  }
+  auto out = std::make_shared<std::vector<std::byte>>(h.raw_len);
+  QCFS_RETURN_IF_ERROR(Decompress(h.codec, payload, *out).WithContext(where()));
+  return std::shared_ptr<const std::vector<std::byte>>(std::move(out));
+}
+
+std::string ChunkStore::VerifyRecord(const Fingerprint& fp, const ChunkIndexRecord& rec, bool full) {
+  auto data = ReadRecord(fp, rec);
+  if (!data.ok()) return data.status().ToString();
+  if (full && Fingerprint::Of(**data) != fp) {
+    return fmt::format("chunk {} at segment {} offset {}: content does not match its fingerprint", fp.ShortHex(),
+                       rec.segment, rec.offset);
+  }
+  return "";
+}
+
+std::shared_ptr<const std::vector<std::byte>> ChunkStore::CacheGet(const Fingerprint& fp) {
+  std::lock_guard lock(cache_mu_);
+  auto it = cache_.find(fp);
+  if (it == cache_.end()) return nullptr;
+  cache_lru_.splice(cache_lru_.begin(), cache_lru_, it->second.lru);
+  return it->second.data;
+}
+
+void ChunkStore::CachePut(const Fingerprint& fp, std::shared_ptr<const std::vector<std::byte>> data) {
+  if (options_.read_cache_bytes == 0) return;
+  std::lock_guard lock(cache_mu_);
+  if (cache_.count(fp) != 0) return;
+  cache_lru_.push_front(fp);
+  cache_bytes_ += data->size();
+  cache_.emplace(fp, CacheEntry{std::move(data), cache_lru_.begin()});
+  while (cache_bytes_ > options_.read_cache_bytes && !cache_lru_.empty()) {
+    auto victim = cache_.find(cache_lru_.back());
+    cache_bytes_ -= victim->second.data->size();
+    cache_.erase(victim);
+    cache_lru_.pop_back();
+  }
+}
+
+Status ChunkStore::MakeRoom(uint64_t bytes) {
+  auto enough = [&] {
+    std::lock_guard lock(state_mu_);
+    return ImmediateLocked() >= bytes + sb_.segment_size;
+  };
+  if (enough()) return Status::Ok();
+  QCFS_RETURN_IF_ERROR(SyncFreed());
+  if (enough()) return Status::Ok();
+  auto cleaned = Clean(bytes / sb_.segment_size + 2);
+  return cleaned.ok() ? Status::Ok() : cleaned.status();
+}
+
+Result<uint64_t> ChunkStore::Clean(uint64_t want_free) {
+  uint64_t reclaimed = 0;
+  QCFS_RETURN_IF_ERROR(SyncFreed());
+  for (;;) {
+    uint32_t victim = 0;
+    bool found = false;
+    {
+      std::lock_guard lock(state_mu_);
+      if (free_count_ >= want_free) break;
+      uint32_t best = sb_.segment_size;
+      const uint32_t limit = static_cast<uint32_t>(options_.clean_below * sb_.segment_size);
+      for (uint32_t s = 0; s < sb_.segment_count; ++s) {
+        if (seg_state_[s] != kInUse || static_cast<int64_t>(s) == open_segment_ || pinned_.count(s) != 0) continue;
+        if (live_[s] < limit && live_[s] < best) {
+          best = live_[s];
+          victim = s;
+          found = true;
+        }
+      }
+      // Compacting a segment pays only if a free segment can take its live bytes.
+      if (found && live_[victim] > 0 && free_count_ == 0 &&
+          (open_segment_ < 0 || sb_.segment_size - open_offset_ < live_[victim])) {
+        found = false;
+      }
+    }
+    if (!found) break;
+    auto txn = Begin();
+    auto it = db_->Iterate(schema::LocationPrefix(victim));
+    for (it->Seek(); it->Valid(); it->Next()) {
+      std::string_view sfx = it->key_suffix();
+      uint32_t off;
+      if (!schema::ParseU32Suffix(sfx, &off) || it->value().size() != Fingerprint::kSize) continue;
+      Fingerprint fp = Fingerprint::FromBytes(it->value());
+      QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::ChunkKey(fp)));
+      ChunkIndexRecord rec;
+      if (!value.has_value() || !ChunkIndexRecord::Decode(*value, &rec)) continue;
+      if (rec.segment != victim || rec.offset != off) continue;
+      Status s = txn->Relocate(fp, rec);
+      if (!s.ok()) {
+        Log(LogLevel::kWarning, "cleaner left segment {} in place: {}", victim, s.ToString());
+        return reclaimed;
+      }
+    }
+    QCFS_RETURN_IF_ERROR(it->status());
+    rocksdb::WriteBatch batch;
+    QCFS_RETURN_IF_ERROR(txn->Prepare(&batch));
+    QCFS_RETURN_IF_ERROR(db_->Write(&batch, false));
+    txn->Committed();
+    txn.reset();
+    {
+      std::lock_guard lock(state_mu_);
+      if (live_[victim] != 0) {
+        Log(LogLevel::kWarning, "segment {} still holds {} live bytes after cleaning", victim, live_[victim]);
+        break;
+      }
+      FreeSegmentLocked(victim);
+    }
+    QCFS_RETURN_IF_ERROR(SyncFreed());
+    ++reclaimed;
+  }
+  return reclaimed;
+}
+
+// ---------------------------------------------------------------- Txn
+
+ChunkStore::Txn::Txn(ChunkStore* store) : store_(store), lock_(store->txn_mu_) {
+  std::lock_guard lock(store_->state_mu_);
+  new_stats_ = store_->stats_;
+}
+
+ChunkStore::Txn::~Txn() {
+  if (committed_) return;
+  // Abandoned: nothing in the index changed. Staged bytes are dead space.
+  std::lock_guard lock(store_->state_mu_);
+  if (write_lock_.owns_lock() && store_->open_segment_ >= 0) {
+    store_->open_offset_ = static_cast<uint32_t>(RoundUp(store_->open_offset_, kBlockSize));
+  }
+  for (uint32_t seg : closed_segments_) store_->FreeSegmentLocked(seg);
+}
+
+Result<ChunkStore::Txn::Entry*> ChunkStore::Txn::Lookup(const Fingerprint& fp) {
+  auto it = entries_.find(fp);
+  if (it != entries_.end()) return &it->second;
+  QCFS_ASSIGN_OR_RETURN(auto value, store_->db_->Get(schema::ChunkKey(fp)));
+  Entry e;
+  if (value.has_value()) {
+    if (!ChunkIndexRecord::Decode(*value, &e.rec)) {
+      return Status::Errorf(EIO, "chunk {}: malformed index record", fp.ShortHex());
+    }
+    e.existed = true;
+    e.original_refcount = e.rec.refcount;
+    return &entries_.emplace(fp, e).first->second;
+  }
+  {
+    std::lock_guard lock(store_->state_mu_);
+    auto p = store_->provisional_.find(fp);
+    if (p == store_->provisional_.end()) return static_cast<Entry*>(nullptr);
+    e.rec = p->second.rec;
+  }
+  // Written by WriteChunks, not yet indexed: it counts from zero references.
+  e.rec.refcount = 0;
+  return &entries_.emplace(fp, e).first->second;
+}
+
+Status ChunkStore::Txn::Stage(std::span<const std::byte> record, Location* loc) {
+  if (!write_lock_.owns_lock()) write_lock_ = std::unique_lock<std::mutex>(store_->write_mu_);
+  return store_->StageRecord(record, &staged_, &closed_segments_, loc);
+}
+
+Status ChunkStore::Txn::AddRef(const PreparedChunk& chunk) {
+  QCFS_ASSIGN_OR_RETURN(Entry * e, Lookup(chunk.fp));
+  if (e == nullptr) {
+    std::vector<std::byte> record(kRecordHeaderSize + chunk.payload.size());
+    internal::RecordHeader h{chunk.codec, static_cast<uint32_t>(chunk.payload.size()), chunk.raw_len, chunk.fp, 0};
+    internal::EncodeRecordHeader(h, chunk.payload, record.data());
+    std::memcpy(record.data() + kRecordHeaderSize, chunk.payload.data(), chunk.payload.size());
+    Location loc{};
+    QCFS_RETURN_IF_ERROR(Stage(record, &loc));
+    Entry ne;
+    ne.rec.segment = loc.segment;
+    ne.rec.offset = loc.offset;
+    ne.rec.stored_len = h.stored_len;
+    ne.rec.raw_len = h.raw_len;
+    ne.rec.codec = static_cast<uint8_t>(h.codec);
+    ne.rec.refcount = 0;
+    e = &entries_.emplace(chunk.fp, ne).first->second;
+  }
+  if (e->rec.refcount == 0) {  // a new chunk, or one freed earlier in this txn
+    uint32_t len = static_cast<uint32_t>(kRecordHeaderSize + e->rec.stored_len);
+    new_stats_.chunks += 1;
+    new_stats_.unique_bytes += e->rec.raw_len;
+    new_stats_.stored_bytes += len;
+    live_delta_[e->rec.segment] += len;
+  }
+  e->rec.refcount += 1;
+  new_stats_.referenced_bytes += e->rec.raw_len;
+  return Status::Ok();
+}
+
+Status ChunkStore::Txn::AddRefExisting(const Fingerprint& fp) {
+  QCFS_ASSIGN_OR_RETURN(Entry * e, Lookup(fp));
+  if (e == nullptr || e->rec.refcount == 0) {
+    return Status::Errorf(ENOENT, "chunk {} is not in the index", fp.ShortHex());
+  }
+  e->rec.refcount += 1;
+  new_stats_.referenced_bytes += e->rec.raw_len;
+  return Status::Ok();
+}
+
+Status ChunkStore::Txn::DropRef(const Fingerprint& fp) {
+  QCFS_ASSIGN_OR_RETURN(Entry * e, Lookup(fp));
+  if (e == nullptr || e->rec.refcount == 0) {
+    Log(LogLevel::kWarning, "dropping a reference to chunk {} that holds none; qcfs check will report it",
+        fp.ShortHex());
+    return Status::Ok();
+  }
+  e->rec.refcount -= 1;
+  new_stats_.referenced_bytes -= e->rec.raw_len;
+  if (e->rec.refcount == 0) {
+    uint32_t len = static_cast<uint32_t>(kRecordHeaderSize + e->rec.stored_len);
+    new_stats_.chunks -= 1;
+    new_stats_.unique_bytes -= e->rec.raw_len;
+    new_stats_.stored_bytes -= len;
+    live_delta_[e->rec.segment] -= len;
+  }
+  return Status::Ok();
+}
+
+Status ChunkStore::Txn::Relocate(const Fingerprint& fp, const ChunkIndexRecord& rec) {
+  const uint32_t len = static_cast<uint32_t>(kRecordHeaderSize + rec.stored_len);
+  std::vector<std::byte> record(len);
+  QCFS_RETURN_IF_ERROR(store_->device_->Read(store_->sb_.SegmentOffset(rec.segment) + rec.offset, record));
+  internal::RecordHeader h;
+  if (!internal::DecodeRecordHeader(record, &h) || h.fp != fp ||
+      !internal::RecordChecksumMatches(record, std::span<const std::byte>(record).subspan(kRecordHeaderSize),
+                                       h.checksum)) {
+    return Status::Errorf(EIO, "chunk {} at segment {} offset {} is damaged; run qcfs check", fp.ShortHex(),
+                          rec.segment, rec.offset);
+  }
+  Location loc{};
+  QCFS_RETURN_IF_ERROR(Stage(record, &loc));
+  live_delta_[rec.segment] -= len;
+  live_delta_[loc.segment] += len;
+  moves_.push_back(Move{fp, rec, loc.segment, loc.offset});
+  return Status::Ok();
+}
+
+Status ChunkStore::Txn::Prepare(rocksdb::WriteBatch* batch) {
+  prepared_ = true;
+  if (write_lock_.owns_lock()) {
+    Status s = store_->WriteStaged(&staged_, &closed_segments_);
+    write_lock_.unlock();
+    QCFS_RETURN_IF_ERROR(s);
+  }
+  for (auto& [fp, e] : entries_) {
+    std::string key = schema::ChunkKey(fp);
+    if (e.rec.refcount == 0) {
+      if (e.existed) {
+        batch->Delete(Sl(key));
+        batch->Delete(Sl(schema::LocationKey(e.rec.segment, e.rec.offset)));
+      }
+      continue;
+    }
+    if (e.existed && e.rec.refcount == e.original_refcount) continue;
+    std::string value;
+    e.rec.EncodeTo(&value);
+    batch->Put(Sl(key), Sl(value));
+    if (!e.existed) {
+      batch->Put(Sl(schema::LocationKey(e.rec.segment, e.rec.offset)), rocksdb::Slice(fp.AsStringView()));
+    }
+  }
+  for (Move& m : moves_) {
+    ChunkIndexRecord rec = m.old_rec;
+    rec.segment = m.new_segment;
+    rec.offset = m.new_offset;
+    std::string value;
+    rec.EncodeTo(&value);
+    batch->Put(Sl(schema::ChunkKey(m.fp)), Sl(value));
+    batch->Delete(Sl(schema::LocationKey(m.old_rec.segment, m.old_rec.offset)));
+    batch->Put(Sl(schema::LocationKey(m.new_segment, m.new_offset)), rocksdb::Slice(m.fp.AsStringView()));
+  }
+  {
+    std::lock_guard lock(store_->state_mu_);
+    for (auto& [seg, delta] : live_delta_) {
+      if (delta == 0) continue;
+      int64_t now = static_cast<int64_t>(store_->live_[seg]) + delta;
+      if (now < 0 || now > static_cast<int64_t>(store_->sb_.segment_size)) {
+        return Status::Errorf(EUCLEAN, "segment {} usage would become {}; run qcfs check --repair", seg, now);
+      }
+      if (now == 0) {
+        batch->Delete(Sl(schema::SegmentKey(seg)));
+      } else {
+        std::string value;
+        schema::SegmentRecord{static_cast<uint64_t>(now)}.EncodeTo(&value);
+        batch->Put(Sl(schema::SegmentKey(seg)), Sl(value));
+      }
+    }
+  }
+  if (has_changes()) {
+    std::string value;
+    new_stats_.EncodeTo(&value);
+    batch->Put(Sl(schema::SystemKey(schema::kStatsName)), Sl(value));
+  }
+  return Status::Ok();
+}
+
+void ChunkStore::Txn::Committed() {
+  committed_ = true;
+  std::lock_guard lock(store_->state_mu_);
+  for (auto& [seg, delta] : live_delta_) {
+    store_->live_[seg] = static_cast<uint32_t>(static_cast<int64_t>(store_->live_[seg]) + delta);
+    if (store_->live_[seg] == 0) store_->FreeSegmentLocked(seg);
+  }
+  for (uint32_t seg : closed_segments_) store_->FreeSegmentLocked(seg);
+  store_->stats_ = new_stats_;
+}
+
+}  // namespace qcfs

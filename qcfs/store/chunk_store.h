@@ -1,0 +1,286 @@
+// ChunkStore: the content-addressed chunk layer of a volume.
+//
+// A chunk is the content of one aligned range of a file (trailing zeros
+// trimmed), identified by its SHA-256 fingerprint. The store keeps each
+// distinct chunk once, compressed, in segments written sequentially, and
+// counts the references to it. Its index (fingerprint -> location, sizes,
+// refcount), the reverse index (location -> fingerprint) and the segment
+// usage table live in the metadata database; only the per-segment live-byte
+// counts and a free bitmap are held in memory (a few bytes per segment).
+//
+// Writing is transactional: a Txn stages new chunks and reference changes,
+// Prepare() writes the staged records to the device and syncs it (chunk data
+// is durable before any batch references it), and puts the index, usage and
+// stats records into the caller's WriteBatch. The caller writes the batch
+// and then calls Committed(). Space freed by a batch is reused only after
+// that batch is durable (SyncFreed). Transactions are serialized.
+//
+// Reads need no lock: a chunk moved by the cleaner is found again through
+// the index, and a record that does not match what the index promised is
+// never returned (EIO instead).
+//
+// Thread-safety: all public methods are thread-safe.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <rocksdb/write_batch.h>
+
+#include "qcfs/core/fingerprint.h"
+#include "qcfs/core/status.h"
+#include "qcfs/io/device.h"
+#include "qcfs/meta/meta_db.h"
+#include "qcfs/meta/schema.h"
+#include "qcfs/store/codec.h"
+#include "qcfs/store/superblock.h"
+
+namespace qcfs {
+
+struct StoreOptions {
+  // Return freed segments to the device (punch holes / BLKDISCARD). Default on.
+  bool discard = true;
+  // Segments kept free for the cleaner, beyond what users may fill. Default 2.
+  uint32_t reserve_segments = 2;
+  // The cleaner compacts segments whose live bytes are below this fraction
+  // of the segment size. Default 0.9.
+  double clean_below = 0.9;
+  // Decompressed chunks cached for reads. Default 32 MiB.
+  size_t read_cache_bytes = 32ull << 20;
+};
+
+// A chunk ready to be stored: built from raw bytes on any thread.
+struct PreparedChunk {
+  Fingerprint fp;
+  uint32_t raw_len = 0;  // content bytes
+  Codec codec = Codec::kNone;
+  std::vector<std::byte> payload;  // compressed (or raw when codec is kNone)
+};
+
+// Hashes and compresses `content`. REQUIRES: content is non-empty.
+PreparedChunk PrepareChunk(std::span<const std::byte> content, const CompressionSpec& spec);
+
+// Length of `data` without its trailing zero bytes (0 when all zero).
+size_t TrimmedLength(std::span<const std::byte> data);
+
+struct StoreUsage {
+  schema::StoreStats stats;
+  uint64_t segment_size = 0;
+  uint64_t segment_count = 0;
+  uint64_t free_segments = 0;     // reusable now
+  uint64_t pending_segments = 0;  // freed, reusable after the next metadata sync
+  uint64_t capacity_bytes = 0;    // all segments
+  uint64_t live_bytes = 0;        // bytes of live records (== stats.stored_bytes)
+  uint64_t reserved_bytes = 0;    // promised to buffered writes
+  // What new data may still use: free and reclaimable space, less the
+  // cleaner's reserve and what buffered writes hold.
+  uint64_t available_bytes = 0;
+};
+
+// Where a chunk was found by a verification pass.
+struct ChunkProblem {
+  Fingerprint fp;
+  schema::ChunkIndexRecord record;
+  std::string what;  // "checksum mismatch", ...
+};
+
+class ChunkStore {
+ public:
+  static Result<std::unique_ptr<ChunkStore>> Open(Device* device, MetaDb* db, const Superblock& sb,
+                                                  const StoreOptions& options);
+  ChunkStore(const ChunkStore&) = delete;
+  ChunkStore& operator=(const ChunkStore&) = delete;
+  ~ChunkStore();
+
+  class Txn;
+  // Starts a transaction. Blocks while another one is open.
+  std::unique_ptr<Txn> Begin();
+
+  // The content of a chunk, exactly raw_len bytes, shared with the read
+  // cache. EIO when the stored record is damaged; ENOENT when the index has
+  // no such chunk.
+  Result<std::shared_ptr<const std::vector<std::byte>>> Read(const Fingerprint& fp);
+
+  // Writes the records of chunks the store does not hold yet and makes them
+  // durable without indexing them ("provisional" chunks, whose segments the
+  // cleaner leaves alone). A later Txn::AddRef indexes such a chunk without
+  // writing it again. Chunks already indexed are skipped. Call
+  // ForgetProvisional with the same chunks once the batches that reference
+  // them are written (or abandoned).
+  Status WriteChunks(std::span<const PreparedChunk* const> chunks);
+  void ForgetProvisional(std::span<const PreparedChunk* const> chunks);
+
+  // Promises `bytes` of future stored data to a buffered write. ENOSPC when
+  // the volume cannot hold it even after cleaning.
+  Status Reserve(uint64_t bytes);
+  void Unreserve(uint64_t bytes);
+  // Worst-case stored bytes of one chunk of `raw` bytes (what to reserve).
+  uint64_t ReservationFor(uint64_t raw) const;
+
+  // Makes space freed by written batches reusable: syncs the metadata log,
+  // then moves pending segments to the free list and discards them.
+  Status SyncFreed();
+
+  // Makes sure `bytes` of new records can be written without running out
+  // of free segments: syncs freed space and runs the cleaner when needed.
+  Status MakeRoom(uint64_t bytes);
+
+  // Compacts partly dead segments until `want_free` segments are free or
+  // nothing is left to gain. Returns the number of segments reclaimed.
+  Result<uint64_t> Clean(uint64_t want_free);
+
+  StoreUsage Usage() const;
+  const Superblock& superblock() const { return sb_; }
+  Device* device() const { return device_; }
+
+  // Reads and checks one chunk record: header, checksum and, when `full`,
+  // decompression and fingerprint. Returns a description of the damage or "".
+  std::string VerifyRecord(const Fingerprint& fp, const schema::ChunkIndexRecord& rec, bool full);
+
+  // Test hook: runs between a read's index lookup and its device read.
+  void SetReadHook(std::function<void()> hook) { read_hook_ = std::move(hook); }
+
+ private:
+  friend class Txn;
+  struct Location {
+    uint32_t segment;
+    uint32_t offset;
+  };
+
+  ChunkStore(Device* device, MetaDb* db, const Superblock& sb, const StoreOptions& options);
+  Status Load();
+
+  // Bytes staged for one sequential write to a segment.
+  struct Staged {
+    uint32_t segment;
+    uint32_t start;  // segment offset of bytes[0], 4 KiB aligned
+    std::vector<std::byte> bytes;
+  };
+  // Allocation and writing (write_mu_ held). Segments filled while staging
+  // are appended to `closed`.
+  Result<Location> Allocate(uint32_t record_len, std::vector<Staged>* staged, std::vector<uint32_t>* closed);
+  Status OpenSegment(std::vector<Staged>* staged);
+  Status StageRecord(std::span<const std::byte> record, std::vector<Staged>* staged, std::vector<uint32_t>* closed,
+                     Location* loc);
+  // Writes staged bytes (padded to whole blocks) and syncs the device.
+  Status WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t>* closed);
+  uint64_t AvailableLocked() const;
+  uint64_t ImmediateLocked() const;
+  void FreeSegmentLocked(uint32_t segment);
+
+  Result<std::shared_ptr<const std::vector<std::byte>>> ReadRecord(const Fingerprint& fp,
+                                                                   const schema::ChunkIndexRecord& rec);
+  // Read cache.
+  std::shared_ptr<const std::vector<std::byte>> CacheGet(const Fingerprint& fp);
+  void CachePut(const Fingerprint& fp, std::shared_ptr<const std::vector<std::byte>> data);
+
+  Device* const device_;
+  MetaDb* const db_;
+  const Superblock sb_;
+  const StoreOptions options_;
+  std::function<void()> read_hook_;
+
+  // Serializes transactions. Lock order: txn_mu_, write_mu_, state_mu_.
+  std::mutex txn_mu_;
+  // Serializes allocation and writing of records: one writer at a time
+  // appends to the open segment, from a block boundary.
+  std::mutex write_mu_;
+
+  // Guards the in-memory segment table, free and pending sets, stats,
+  // reservations and the open segment.
+  mutable std::mutex state_mu_;
+  enum SegmentState : uint8_t { kInUse = 0, kFree = 1, kPending = 2 };
+  std::vector<uint32_t> live_;      // live bytes per segment
+  std::vector<uint8_t> seg_state_;  // SegmentState per segment
+  uint64_t free_count_ = 0;
+  uint32_t free_hint_ = 0;          // no free segment below this index
+  std::vector<uint32_t> pending_;   // freed by written batches, not yet durable
+  struct Provisional {
+    schema::ChunkIndexRecord rec;  // refcount unused
+    int users = 0;                 // WriteChunks calls that expect it
+  };
+  std::unordered_map<Fingerprint, Provisional, FingerprintHash> provisional_;
+  std::unordered_map<uint32_t, int> pinned_;  // segment -> provisional chunks in it
+  schema::StoreStats stats_;
+  uint64_t reserved_ = 0;
+  // Written with write_mu_ and state_mu_ held; read with either.
+  int64_t open_segment_ = -1;  // segment receiving new records, or -1
+  uint32_t open_offset_ = 0;   // next record offset in it (4 KiB aligned between writes)
+
+  // Read cache of decompressed chunks (LRU). Guards cache_*.
+  std::mutex cache_mu_;
+  std::list<Fingerprint> cache_lru_;
+  struct CacheEntry {
+    std::shared_ptr<const std::vector<std::byte>> data;
+    std::list<Fingerprint>::iterator lru;
+  };
+  std::unordered_map<Fingerprint, CacheEntry, FingerprintHash> cache_;
+  size_t cache_bytes_ = 0;
+};
+
+// A set of staged chunks and reference changes that commits with one batch.
+class ChunkStore::Txn {
+ public:
+  ~Txn();  // without Committed(): abandons the staged changes
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+
+  // Adds one reference to the chunk, staging its record when the store does
+  // not hold it yet.
+  Status AddRef(const PreparedChunk& chunk);
+  // Adds one reference to a chunk the store holds. ENOENT if it does not.
+  Status AddRefExisting(const Fingerprint& fp);
+  // Drops one reference. A chunk without references is freed at commit.
+  Status DropRef(const Fingerprint& fp);
+
+  // Writes staged records to the device, syncs it, and adds the index,
+  // reverse index, segment usage and stats records to `batch`.
+  Status Prepare(rocksdb::WriteBatch* batch);
+  // Call once `batch` is written: applies the in-memory accounting.
+  void Committed();
+
+  bool has_changes() const { return !entries_.empty() || !moves_.empty(); }
+
+ private:
+  friend class ChunkStore;
+  explicit Txn(ChunkStore* store);
+
+  struct Entry {
+    schema::ChunkIndexRecord rec;
+    bool existed = false;  // in the index before this txn
+    uint64_t original_refcount = 0;
+  };
+  struct Move {  // a live record relocated by the cleaner
+    Fingerprint fp;
+    schema::ChunkIndexRecord old_rec;
+    uint32_t new_segment;
+    uint32_t new_offset;
+  };
+
+  // The entry of a chunk in the index or among provisional chunks, or null.
+  Result<Entry*> Lookup(const Fingerprint& fp);
+  Status Stage(std::span<const std::byte> record, Location* loc);
+  Status Relocate(const Fingerprint& fp, const schema::ChunkIndexRecord& rec);
+
+  ChunkStore* store_;
+  std::unique_lock<std::mutex> lock_;
+  std::unique_lock<std::mutex> write_lock_;  // taken when the txn stages records
+  std::unordered_map<Fingerprint, Entry, FingerprintHash> entries_;
+  std::vector<Staged> staged_;
+  std::vector<Move> moves_;
+  std::vector<uint32_t> closed_segments_;  // filled during this txn
+  std::unordered_map<uint32_t, int64_t> live_delta_;
+  schema::StoreStats new_stats_;
+  bool prepared_ = false;
+  bool committed_ = false;
+};
+
+}  // namespace qcfs

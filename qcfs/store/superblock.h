@@ -1,0 +1,65 @@
+// The superblock: the first block of every QCFS device, and a copy of it in
+// the second block. It names the format and the volume's fixed geometry.
+//
+// Layout of the device:
+//   [0, 4 KiB)          superblock (primary)
+//   [4 KiB, 8 KiB)      superblock (secondary copy)
+//   [8 KiB, data_offset) reserved, zero
+//   [data_offset, ...)  segment_count segments of segment_size bytes
+//
+// Both copies are written at mkfs and never change while mounted; the
+// metadata database keeps a third copy and refuses a device whose UUID does
+// not match it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "qcfs/core/status.h"
+#include "qcfs/io/device.h"
+#include "qcfs/store/codec.h"
+
+namespace qcfs {
+
+struct Superblock {
+  static constexpr uint32_t kFormatVersion = 1;
+  static constexpr uint64_t kSecondaryOffset = 4096;
+  static constexpr uint64_t kDefaultDataOffset = 1ull << 20;
+  // Incompatible features this build understands (none yet).
+  static constexpr uint64_t kKnownIncompatFeatures = 0;
+
+  uint32_t format_version = kFormatVersion;
+  uint64_t incompat_features = 0;  // a bit this build does not know refuses the mount
+  uint64_t compat_features = 0;
+  std::array<uint8_t, 16> uuid{};
+  uint64_t device_size = 0;     // bytes, at mkfs
+  uint32_t chunk_size = 64 << 10;
+  uint32_t segment_size = 4 << 20;
+  CompressionSpec compression;  // default for new chunks
+  uint64_t data_offset = kDefaultDataOffset;
+  uint64_t segment_count = 0;
+  int64_t created_ns = 0;
+
+  std::string UuidString() const;
+  uint64_t SegmentOffset(uint32_t segment) const { return data_offset + uint64_t{segment} * segment_size; }
+  uint64_t DataCapacity() const { return segment_count * segment_size; }
+
+  // A 4 KiB block with magic, fields and a checksum.
+  std::string Encode() const;
+  // Fails with EINVAL "not a QCFS volume", EUCLEAN on checksum mismatch, or
+  // EPROTONOSUPPORT for a newer format or unknown incompatible features.
+  static Result<Superblock> Decode(std::string_view block);
+};
+
+// Reads the primary superblock, falling back to the secondary when the
+// primary is damaged.
+Result<Superblock> ReadSuperblock(Device* device);
+// Writes both copies and syncs.
+Status WriteSuperblock(Device* device, const Superblock& sb);
+
+// Names the file system or partition table already on the device ("ext4",
+// "xfs", "btrfs", "qcfs", "dos"...), or "" when none is recognised.
+Result<std::string> ProbeExistingSignature(const std::string& path);
+
+}  // namespace qcfs

@@ -1,0 +1,249 @@
+// File data semantics of the Volume: buffering, flushing, holes, truncation,
+// dedup and compression accounting, space limits.
+#include <fcntl.h>
+#include <linux/falloc.h>
+
+#include <atomic>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "qcfs/fs/volume.h"
+#include "tests/testutil/volume_fixture.h"
+
+namespace qcfs {
+namespace {
+
+using testing::Bytes;
+using testing::RandomBytes;
+using testing::TestVolume;
+
+const Caller kRoot{0, 0};
+
+TEST(FileData, ReadsItsOwnWritesBeforeAndAfterFlush) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 0644, O_RDWR, kRoot);
+  std::string data = RandomBytes(300000, 1);
+  v.WriteAt(f.ino, 0, data);
+  EXPECT_EQ(v.ReadAll(f.ino), data);
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  EXPECT_EQ(v.ReadAll(f.ino), data);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  v.Reopen();
+  EXPECT_EQ(v.ReadAll(f.ino), data);
+}
+
+TEST(FileData, PartialOverwriteOfAStoredChunk) {
+  TestVolume v;
+  std::string data = RandomBytes(200000, 2);
+  uint64_t f = v.CreateFile(kRootIno, "f", data);
+  ASSERT_TRUE(v->Sync().ok());
+  ASSERT_TRUE(v->Open(f, O_RDWR).ok());
+  v.WriteAt(f, 65530, "XYZXYZXYZXYZ");  // straddles two chunks
+  data.replace(65530, 12, "XYZXYZXYZXYZ");
+  EXPECT_EQ(v.ReadAll(f), data);
+  ASSERT_TRUE(v->Release(f).ok());
+  v.Reopen();
+  EXPECT_EQ(v.ReadAll(f), data);
+}
+
+TEST(FileData, HolesReadAsZerosAndTakeNoSpace) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "sparse", 0644, O_RDWR, kRoot);
+  v.WriteAt(f.ino, 5ull << 30, "end");  // beyond 4 GiB
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  auto a = *v->GetAttr(f.ino);
+  EXPECT_EQ(a.size, (5ull << 30) + 3);
+  EXPECT_LE(a.blocks, 128u);
+  std::string buf(8, 'x');
+  auto n = v->Read(f.ino, (5ull << 30) - 5, std::span<std::byte>(reinterpret_cast<std::byte*>(buf.data()), 8));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(buf, std::string(5, '\0') + "end");
+  EXPECT_EQ(v->store()->Usage().stats.chunks, 1u);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+}
+
+TEST(FileData, TruncateZeroesWhatLiesBeyondTheEnd) {
+  TestVolume v;
+  std::string data = RandomBytes(100000, 3);
+  uint64_t f = v.CreateFile(kRootIno, "f", data);
+  ASSERT_TRUE(v->Sync().ok());
+  SetAttrRequest shrink;
+  shrink.size = 70000;
+  ASSERT_TRUE(v->SetAttr(f, shrink).ok());
+  SetAttrRequest grow;
+  grow.size = 100000;
+  ASSERT_TRUE(v->SetAttr(f, grow).ok());
+  std::string expect = data.substr(0, 70000) + std::string(30000, '\0');
+  EXPECT_EQ(v.ReadAll(f), expect);
+  v.Reopen();
+  EXPECT_EQ(v.ReadAll(f), expect);
+  SetAttrRequest zero;
+  zero.size = 0;
+  ASSERT_TRUE(v->SetAttr(f, zero).ok());
+  ASSERT_TRUE(v->Sync().ok());
+  EXPECT_EQ(v->store()->Usage().stats.chunks, 0u);
+}
+
+TEST(FileData, TruncateOfBufferedData) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 0644, O_RDWR, kRoot);
+  v.WriteAt(f.ino, 0, std::string(10000, 'a'));
+  SetAttrRequest shrink;
+  shrink.size = 10;
+  ASSERT_TRUE(v->SetAttr(f.ino, shrink).ok());
+  v.WriteAt(f.ino, 20, "b");
+  EXPECT_EQ(v.ReadAll(f.ino), std::string(10, 'a') + std::string(10, '\0') + "b");
+  ASSERT_TRUE(v->Release(f.ino).ok());
+}
+
+TEST(FileData, PunchHoleFreesChunksAndZeroesTheRange) {
+  TestVolume v;
+  std::string data = RandomBytes(640 << 10, 4);  // ten chunks
+  uint64_t f = v.CreateFile(kRootIno, "f", data);
+  ASSERT_TRUE(v->Sync().ok());
+  EXPECT_EQ(v->store()->Usage().stats.chunks, 10u);
+  ASSERT_TRUE(v->Fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 100000, 300000).ok());
+  ASSERT_TRUE(v->Sync().ok());
+  data.replace(100000, 300000, std::string(300000, '\0'));
+  EXPECT_EQ(v.ReadAll(f), data);
+  EXPECT_EQ(v->GetAttr(f)->size, 640u << 10);
+  EXPECT_LT(v->store()->Usage().stats.chunks, 10u);
+  v.Reopen();
+  EXPECT_EQ(v.ReadAll(f), data);
+}
+
+TEST(FileData, FallocateExtendsOrKeepsSize) {
+  TestVolume v;
+  uint64_t f = v.CreateFile(kRootIno, "f", "abc");
+  ASSERT_TRUE(v->Fallocate(f, 0, 0, 1 << 20).ok());
+  EXPECT_EQ(v->GetAttr(f)->size, 1u << 20);
+  ASSERT_TRUE(v->Fallocate(f, FALLOC_FL_KEEP_SIZE, 0, 4 << 20).ok());
+  EXPECT_EQ(v->GetAttr(f)->size, 1u << 20);
+  EXPECT_EQ(v->Fallocate(f, 0x8 /* COLLAPSE_RANGE */, 0, 65536).code(), EOPNOTSUPP);
+}
+
+TEST(FileData, AppendWritesAtTheEnd) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "log", 0644, O_RDWR | O_APPEND, kRoot);
+  for (int i = 0; i < 100; ++i) {
+    std::string line = fmt::format("line {}\n", i);
+    ASSERT_TRUE(v->Write(f.ino, 0, Bytes(line), true).ok());
+  }
+  std::string expect;
+  for (int i = 0; i < 100; ++i) expect += fmt::format("line {}\n", i);
+  EXPECT_EQ(v.ReadAll(f.ino), expect);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+}
+
+TEST(FileData, IdenticalFilesAreStoredOnce) {
+  TestVolume v;
+  std::string data = RandomBytes(1 << 20, 5);
+  v.CreateFile(kRootIno, "a", data);
+  v.CreateFile(kRootIno, "b", data);
+  ASSERT_TRUE(v->Sync().ok());
+  auto u = v->store()->Usage();
+  EXPECT_EQ(u.stats.referenced_bytes, 2u * data.size());
+  EXPECT_EQ(u.stats.unique_bytes, data.size());
+  ASSERT_TRUE(v->Unlink(kRootIno, "a").ok());
+  ASSERT_TRUE(v->Sync().ok());
+  EXPECT_EQ(v->store()->Usage().stats.unique_bytes, data.size());
+  EXPECT_EQ(v.ReadAll(v->Lookup(kRootIno, "b")->ino), data);
+}
+
+TEST(FileData, CompressibleDataIsStoredCompressed) {
+  testing::TestVolume v(256ull << 20, MkfsOptions{.compression = *CompressionSpec::Parse("zstd:3")});
+  std::string text = RandomBytes(4 << 20, 6, true);
+  v.CreateFile(kRootIno, "text", text);
+  ASSERT_TRUE(v->Sync().ok());
+  auto u = v->store()->Usage();
+  EXPECT_GT(u.stats.unique_bytes, 3 * u.stats.stored_bytes);
+}
+
+TEST(FileData, SmallFilesArePackedNotRoundedUpToBlocks) {
+  TestVolume v;
+  for (int i = 0; i < 200; ++i) v.CreateFile(kRootIno, fmt::format("small{}", i), RandomBytes(300, 1000 + i));
+  ASSERT_TRUE(v->Sync().ok());
+  auto u = v->store()->Usage();
+  EXPECT_EQ(u.stats.chunks, 200u);
+  EXPECT_LT(u.stats.stored_bytes, 200u * 400) << "300-byte files must not take 4 KiB each";
+}
+
+TEST(FileData, BufferedDataStaysWithinTheCacheLimit) {
+  VolumeOptions opts;
+  opts.cache_bytes = 8 << 20;
+  testing::TestVolume v(512ull << 20, MkfsOptions{}, opts);
+  auto f = *v->Create(kRootIno, "big", 0644, O_RDWR, kRoot);
+  std::string block = RandomBytes(1 << 20, 7);
+  uint64_t peak = 0;
+  for (int i = 0; i < 96; ++i) {
+    v.WriteAt(f.ino, uint64_t(i) << 20, block);
+    peak = std::max(peak, v->Info()->dirty_bytes);
+  }
+  EXPECT_LE(peak, opts.cache_bytes);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  ASSERT_TRUE(v->Sync().ok());
+  EXPECT_EQ(v->GetAttr(f.ino)->size, 96u << 20);
+  std::string buf(1 << 20, '\0');
+  ASSERT_TRUE(v->Read(f.ino, 50u << 20, std::span<std::byte>(reinterpret_cast<std::byte*>(buf.data()), buf.size())).ok());
+  EXPECT_EQ(buf, block);
+}
+
+TEST(FileData, FullVolumeGivesEnospcAndRecoversAfterDelete) {
+  testing::TestVolume v(48ull << 20);
+  Status last;
+  int written = 0;
+  for (int i = 0; i < 100 && last.ok(); ++i) {
+    auto attr = v->Create(kRootIno, fmt::format("f{}", i), 0644, O_RDWR, kRoot);
+    ASSERT_TRUE(attr.ok());
+    std::string block = RandomBytes(1 << 20, 1000 + i);  // nothing to dedup
+    auto n = v->Write(attr->ino, 0, Bytes(block));
+    if (!n.ok()) last = n.status();
+    else last = v->Fsync(attr->ino, false);
+    ASSERT_TRUE(v->Release(attr->ino).ok());
+    if (last.ok()) ++written;
+  }
+  EXPECT_EQ(last.code(), ENOSPC) << last.ToString();
+  EXPECT_GT(written, 20);
+  // Everything written before stays readable.
+  EXPECT_EQ(v.ReadAll(v->Lookup(kRootIno, "f0")->ino), RandomBytes(1 << 20, 1000));
+  for (int i = 0; i < written / 2; ++i) ASSERT_TRUE(v->Unlink(kRootIno, fmt::format("f{}", i)).ok());
+  ASSERT_TRUE(v->Sync().ok());
+  uint64_t again = v.CreateFile(kRootIno, "again", RandomBytes(4 << 20, 9));
+  ASSERT_TRUE(v->Sync().ok());
+  EXPECT_EQ(v->GetAttr(again)->size, 4u << 20);
+}
+
+TEST(FileData, ConcurrentWritersAndReaders) {
+  TestVolume v;
+  constexpr int kThreads = 4;
+  std::vector<std::string> contents;
+  std::vector<uint64_t> inos;
+  for (int t = 0; t < kThreads; ++t) {
+    contents.push_back(RandomBytes(3 << 20, 50 + t, t % 2 == 0));
+    inos.push_back(v->Create(kRootIno, fmt::format("t{}", t), 0644, O_RDWR, kRoot)->ino);
+  }
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string& c = contents[t];
+      for (size_t off = 0; off < c.size(); off += 12345) {
+        size_t n = std::min<size_t>(12345, c.size() - off);
+        if (!v->Write(inos[t], off, Bytes(c.substr(off, n))).ok()) ++failures;
+        if (off % 5 == 0 && !v->Fsync(inos[t], true).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(v.ReadAll(inos[t]), contents[t]);
+    ASSERT_TRUE(v->Release(inos[t]).ok());
+  }
+  v.Reopen();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(v.ReadAll(inos[t]), contents[t]);
+}
+
+}  // namespace
+}  // namespace qcfs

@@ -1,0 +1,227 @@
+// Namespace semantics of the Volume, without FUSE.
+#include "qcfs/fs/volume.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/xattr.h>
+
+#include <gtest/gtest.h>
+
+#include "tests/testutil/volume_fixture.h"
+
+namespace qcfs {
+namespace {
+
+using testing::TestVolume;
+
+const Caller kRoot{0, 0};
+
+std::vector<std::string> List(Volume* v, uint64_t dir) {
+  std::vector<std::string> names;
+  EXPECT_TRUE(v->ReadDir(dir, "", [&](const DirEntry& e) {
+                 names.push_back(e.name);
+                 return true;
+               }).ok());
+  return names;
+}
+
+TEST(Volume, FreshVolumeHasAnEmptyRoot) {
+  TestVolume v;
+  auto root = v->GetAttr(kRootIno);
+  ASSERT_TRUE(root.ok());
+  EXPECT_TRUE(S_ISDIR(root->mode));
+  EXPECT_EQ(root->nlink, 2u);
+  EXPECT_TRUE(List(v.get(), kRootIno).empty());
+}
+
+TEST(Volume, CreateLookupAndListSurviveReopen) {
+  TestVolume v;
+  auto dir = v->Mkdir(kRootIno, "docs", 0755, kRoot);
+  ASSERT_TRUE(dir.ok());
+  uint64_t f = v.CreateFile(dir->ino, "a.txt", "hello");
+  ASSERT_TRUE(v->Symlink(kRootIno, "link", "docs/a.txt", kRoot).ok());
+  ASSERT_TRUE(v->Mknod(kRootIno, "fifo", S_IFIFO | 0600, 0, kRoot).ok());
+  v.Reopen();
+  auto a = v->Lookup(dir->ino, "a.txt");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->ino, f);
+  EXPECT_EQ(v.ReadAll(f), "hello");
+  EXPECT_EQ(*v->Readlink(v->Lookup(kRootIno, "link")->ino), "docs/a.txt");
+  EXPECT_TRUE(S_ISFIFO(v->Lookup(kRootIno, "fifo")->mode));
+  EXPECT_EQ(List(v.get(), kRootIno), (std::vector<std::string>{"docs", "fifo", "link"}));
+  EXPECT_EQ(v->GetAttr(kRootIno)->nlink, 3u);
+}
+
+TEST(Volume, ErrorsCarryTheRightErrno) {
+  TestVolume v;
+  v.CreateFile(kRootIno, "f");
+  ASSERT_TRUE(v->Mkdir(kRootIno, "d", 0755, kRoot).ok());
+  EXPECT_EQ(v->Lookup(kRootIno, "missing").status().code(), ENOENT);
+  EXPECT_EQ(v->Mkdir(kRootIno, "f", 0755, kRoot).status().code(), EEXIST);
+  EXPECT_EQ(v->Unlink(kRootIno, "d").code(), EISDIR);
+  EXPECT_EQ(v->Rmdir(kRootIno, "f").code(), ENOTDIR);
+  EXPECT_EQ(v->Mkdir(v->Lookup(kRootIno, "f")->ino, "x", 0755, kRoot).status().code(), ENOTDIR);
+  EXPECT_EQ(v->Mkdir(kRootIno, std::string(256, 'n'), 0755, kRoot).status().code(), ENAMETOOLONG);
+  EXPECT_EQ(v->Link(v->Lookup(kRootIno, "d")->ino, kRootIno, "d2").status().code(), EPERM);
+  ASSERT_TRUE(v->Mkdir(v->Lookup(kRootIno, "d")->ino, "sub", 0755, kRoot).ok());
+  EXPECT_EQ(v->Rmdir(kRootIno, "d").code(), ENOTEMPTY);
+}
+
+TEST(Volume, HardLinksShareDataAndCountLinks) {
+  TestVolume v;
+  uint64_t f = v.CreateFile(kRootIno, "a", "shared");
+  ASSERT_TRUE(v->Link(f, kRootIno, "b").ok());
+  EXPECT_EQ(v->GetAttr(f)->nlink, 2u);
+  ASSERT_TRUE(v->Unlink(kRootIno, "a").ok());
+  EXPECT_EQ(v->GetAttr(f)->nlink, 1u);
+  EXPECT_EQ(v.ReadAll(v->Lookup(kRootIno, "b")->ino), "shared");
+  ASSERT_TRUE(v->Unlink(kRootIno, "b").ok());
+  EXPECT_EQ(v->GetAttr(f).status().code(), ENOENT);
+}
+
+TEST(Volume, RenameReplacesAndMovesDirectories) {
+  TestVolume v;
+  auto d1 = *v->Mkdir(kRootIno, "d1", 0755, kRoot);
+  auto d2 = *v->Mkdir(kRootIno, "d2", 0755, kRoot);
+  uint64_t a = v.CreateFile(d1.ino, "a", "A");
+  uint64_t b = v.CreateFile(d2.ino, "b", "B");
+  ASSERT_TRUE(v->Rename(d1.ino, "a", d2.ino, "b", 0).ok());
+  EXPECT_EQ(v->Lookup(d2.ino, "b")->ino, a);
+  EXPECT_EQ(v->GetAttr(b).status().code(), ENOENT) << "the replaced file is gone";
+  EXPECT_EQ(v->Lookup(d1.ino, "a").status().code(), ENOENT);
+  auto sub = *v->Mkdir(d1.ino, "sub", 0755, kRoot);
+  ASSERT_TRUE(v->Rename(d1.ino, "sub", d2.ino, "sub", 0).ok());
+  EXPECT_EQ(v->GetAttr(d1.ino)->nlink, 2u);
+  EXPECT_EQ(v->GetAttr(d2.ino)->nlink, 3u);
+  EXPECT_EQ(v->Lookup(sub.ino, "..")->ino, d2.ino);
+  EXPECT_EQ(v->Rename(kRootIno, "d2", sub.ino, "loop", 0).code(), EINVAL) << "a directory cannot move into itself";
+}
+
+TEST(Volume, RenameNoreplaceAndExchange) {
+  TestVolume v;
+  uint64_t a = v.CreateFile(kRootIno, "a", "A");
+  uint64_t b = v.CreateFile(kRootIno, "b", "B");
+  EXPECT_EQ(v->Rename(kRootIno, "a", kRootIno, "b", RENAME_NOREPLACE).code(), EEXIST);
+  ASSERT_TRUE(v->Rename(kRootIno, "a", kRootIno, "b", RENAME_EXCHANGE).ok());
+  EXPECT_EQ(v->Lookup(kRootIno, "a")->ino, b);
+  EXPECT_EQ(v->Lookup(kRootIno, "b")->ino, a);
+  EXPECT_EQ(v->Rename(kRootIno, "a", kRootIno, "zz", RENAME_EXCHANGE).code(), ENOENT);
+  auto d = *v->Mkdir(kRootIno, "dir", 0755, kRoot);
+  EXPECT_EQ(v->Rename(kRootIno, "dir", kRootIno, "a", 0).code(), ENOTDIR);
+  EXPECT_EQ(v->Rename(kRootIno, "a", kRootIno, "dir", 0).code(), EISDIR);
+  (void)d;
+}
+
+TEST(Volume, UnlinkedOpenFileLivesUntilLastClose) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "tmp", 0600, O_RDWR, kRoot);
+  v.WriteAt(f.ino, 0, "still here");
+  ASSERT_TRUE(v->Unlink(kRootIno, "tmp").ok());
+  EXPECT_EQ(v->Lookup(kRootIno, "tmp").status().code(), ENOENT);
+  EXPECT_EQ(v.ReadAll(f.ino), "still here");
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  EXPECT_EQ(v->GetAttr(f.ino).status().code(), ENOENT);
+  ASSERT_TRUE(v->Sync().ok());
+  EXPECT_EQ(v->store()->Usage().stats.chunks, 0u);
+}
+
+TEST(Volume, OrphansOfACrashAreReleasedAtTheNextOpen) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "tmp", 0600, O_RDWR, kRoot);
+  v.WriteAt(f.ino, 0, std::string(100000, 'x'));
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  ASSERT_TRUE(v->Unlink(kRootIno, "tmp").ok());
+  EXPECT_GT(v->store()->Usage().stats.chunks, 0u);
+  v.Reopen();  // the handle was never released
+  EXPECT_EQ(v->GetAttr(f.ino).status().code(), ENOENT);
+  EXPECT_EQ(v->store()->Usage().stats.chunks, 0u);
+}
+
+TEST(Volume, AttributesAndSetgidInheritance) {
+  TestVolume v;
+  auto d = *v->Mkdir(kRootIno, "shared", 02775, Caller{1000, 1000});
+  EXPECT_EQ(d.uid, 1000u);
+  auto f = *v->Mknod(d.ino, "f", S_IFREG | 0644, 0, Caller{2000, 2000});
+  EXPECT_EQ(f.gid, 1000u) << "a setgid directory hands down its group";
+  auto sub = *v->Mkdir(d.ino, "sub", 0755, Caller{2000, 2000});
+  EXPECT_TRUE(sub.mode & S_ISGID);
+  SetAttrRequest req;
+  req.mode = 0600;
+  req.uid = 7;
+  req.mtime_ns = 1'000'000'000;
+  auto a = v->SetAttr(f.ino, req);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->mode & 07777, 0600u);
+  EXPECT_EQ(a->uid, 7u);
+  v.Reopen();
+  auto b = *v->GetAttr(f.ino);
+  EXPECT_EQ(b.mtime_ns, 1'000'000'000);
+  EXPECT_EQ(b.uid, 7u);
+  EXPECT_TRUE(S_ISREG(b.mode));
+}
+
+TEST(Volume, ExtendedAttributes) {
+  TestVolume v;
+  uint64_t f = v.CreateFile(kRootIno, "f");
+  ASSERT_TRUE(v->SetXattr(f, "user.color", "blue", 0).ok());
+  ASSERT_TRUE(v->SetXattr(f, "system.posix_acl_access", std::string("\x02\x00\x00\x00", 4), 0).ok());
+  EXPECT_EQ(v->SetXattr(f, "user.color", "red", XATTR_CREATE).code(), EEXIST);
+  EXPECT_EQ(v->SetXattr(f, "user.size", "1", XATTR_REPLACE).code(), ENODATA);
+  EXPECT_EQ(*v->GetXattr(f, "user.color"), "blue");
+  EXPECT_EQ(v->GetXattr(f, "user.none").status().code(), ENODATA);
+  v.Reopen();
+  EXPECT_EQ(*v->ListXattr(f), (std::vector<std::string>{"system.posix_acl_access", "user.color"}));
+  ASSERT_TRUE(v->RemoveXattr(f, "user.color").ok());
+  EXPECT_EQ(v->RemoveXattr(f, "user.color").code(), ENODATA);
+}
+
+TEST(Volume, LargeDirectoriesListCompletelyInOrder) {
+  TestVolume v;
+  auto d = *v->Mkdir(kRootIno, "big", 0755, kRoot);
+  for (int i = 0; i < 3000; ++i) {
+    ASSERT_TRUE(v->Mknod(d.ino, fmt::format("f{:05}", i), S_IFREG | 0644, 0, kRoot).ok());
+  }
+  std::vector<std::string> names;
+  std::string after;
+  // Resume after the last name, a page at a time, like readdir does.
+  for (;;) {
+    size_t before = names.size();
+    ASSERT_TRUE(v->ReadDir(d.ino, after, [&](const DirEntry& e) {
+                   names.push_back(e.name);
+                   return names.size() - before < 100;
+                 }).ok());
+    if (names.size() == before) break;
+    after = names.back();
+  }
+  ASSERT_EQ(names.size(), 3000u);
+  EXPECT_EQ(names.front(), "f00000");
+  EXPECT_EQ(names.back(), "f02999");
+  EXPECT_EQ(v->GetAttr(d.ino)->size, 3000u);
+}
+
+TEST(Volume, StatfsReportsRealFigures) {
+  TestVolume v(128ull << 20);
+  auto st = *v->StatFs();
+  EXPECT_EQ(st.f_bsize, 4096u);
+  EXPECT_GT(st.f_blocks, 25000u);
+  EXPECT_LE(st.f_bavail, st.f_bfree);
+  v.CreateFile(kRootIno, "big", testing::RandomBytes(8 << 20, 5));
+  ASSERT_TRUE(v->Sync().ok());
+  auto after = *v->StatFs();
+  EXPECT_LT(after.f_bfree + (7 << 20) / 4096, st.f_bfree);
+}
+
+TEST(Volume, ReadOnlyVolumeRefusesChanges) {
+  TestVolume v;
+  v.CreateFile(kRootIno, "f", "data");
+  v.Close();
+  v.options().read_only = true;
+  v.Open();
+  EXPECT_EQ(v.ReadAll(v->Lookup(kRootIno, "f")->ino), "data");
+  EXPECT_EQ(v->Mkdir(kRootIno, "d", 0755, kRoot).status().code(), EROFS);
+  EXPECT_EQ(v->Open(v->Lookup(kRootIno, "f")->ino, O_WRONLY).status().code(), EROFS);
+}
+
+}  // namespace
+}  // namespace qcfs

@@ -1,0 +1,47 @@
+// A formatted image file in a temp dir, and a Volume opened on it.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "qcfs/fs/volume.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace qcfs::testing {
+
+class TestVolume {
+ public:
+  explicit TestVolume(uint64_t size = 256ull << 20, MkfsOptions mkfs = {}, VolumeOptions options = {});
+  ~TestVolume();
+
+  Volume* operator->() { return volume_.get(); }
+  Volume* get() { return volume_.get(); }
+  // Closes (flushing everything) and opens the volume again.
+  void Reopen();
+  // Closes without flushing and opens again: what survives a killed daemon
+  // is what was committed to metadata.
+  void Close();
+  void Open();
+
+  const std::string& image() const { return image_; }
+  TempDir& dir() { return dir_; }
+  VolumeOptions& options() { return options_; }
+
+  // Helpers that assert on failure.
+  uint64_t CreateFile(uint64_t parent, const std::string& name, const std::string& content = "");
+  std::string ReadAll(uint64_t ino);
+  void WriteAt(uint64_t ino, uint64_t offset, const std::string& data);
+
+ private:
+  TempDir dir_;
+  std::string image_;
+  VolumeOptions options_;
+  std::unique_ptr<Volume> volume_;
+};
+
+inline std::span<const std::byte> Bytes(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+}  // namespace qcfs::testing
