@@ -1,1 +1,287 @@
-int main() { return 0; }
+// qcfs: the command-line tool. Each subcommand parses its arguments and
+// calls one library function; this file only renders results.
+//
+// Exit codes: 0 success; 1 findings (check) or failure; 2 usage errors.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include "qcfs/check/check.h"
+#include "qcfs/control/control.h"
+#include "qcfs/control/volume_service.h"
+#include "qcfs/core/log.h"
+#include "qcfs/core/units.h"
+#include "qcfs/core/version.h"
+#include "qcfs/fs/volume.h"
+#include "qcfs/fuse/daemon.h"
+#include "qcfs/fuse/mount_options.h"
+
+namespace qcfs {
+namespace {
+
+int Fail(const Status& s) {
+  fmt::print(stderr, "qcfs: {}\n", s.ToString());
+  return 1;
+}
+
+std::string Thousands(uint64_t v) {
+  std::string digits = std::to_string(v);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- mkfs
+
+int RunMkfs(const std::string& device, const std::string& size, const std::string& chunk,
+            const std::string& compression, const std::string& meta, bool force) {
+  MkfsOptions o;
+  o.force = force;
+  o.meta_dir = meta;
+  if (!size.empty()) {
+    auto s = ParseSize(size);
+    if (!s.ok()) return Fail(s.status().WithContext("--size"));
+    o.size = *s;
+  }
+  auto c = ParseSize(chunk);
+  if (!c.ok()) return Fail(c.status().WithContext("--chunk-size"));
+  o.chunk_size = static_cast<uint32_t>(*c);
+  auto comp = CompressionSpec::Parse(compression);
+  if (!comp.ok()) return Fail(comp.status());
+  o.compression = *comp;
+  Status s = Mkfs(device, o);
+  if (!s.ok()) return Fail(s);
+  VolumeOptions vo;
+  vo.meta_dir = meta;
+  vo.read_only = true;
+  auto v = Volume::Open(device, vo);
+  if (!v.ok()) return Fail(v.status());
+  auto info = (*v)->Info();
+  fmt::print("Created QCFS volume on {}\n", device);
+  fmt::print("  UUID         {}\n", info->uuid);
+  fmt::print("  Capacity     {} ({} segments of {})\n", FormatSize(info->usage.capacity_bytes),
+             Thousands(info->usage.segment_count), FormatSize(info->usage.segment_size));
+  fmt::print("  Chunk size   {}\n", FormatSize(info->chunk_size));
+  fmt::print("  Compression  {}\n", info->compression);
+  fmt::print("  Metadata     {}\n", info->meta_dir);
+  return 0;
+}
+
+// ---------------------------------------------------------------- info
+
+void PrintInfo(const nlohmann::json& j) {
+  auto u = [&](const char* k) { return j.value(k, uint64_t{0}); };
+  fmt::print("Used {}, Stored {}, Compression {:.2f}x, Dedup {:.2f}x\n", FormatSize(u("stored_bytes")),
+             FormatSize(u("logical_bytes")), j.value("compression_ratio", 1.0), j.value("dedup_ratio", 1.0));
+  fmt::print("\n");
+  fmt::print("  Volume        {}\n", j.value("device", ""));
+  if (j.contains("mountpoint")) fmt::print("  Mounted at    {}\n", j.value("mountpoint", ""));
+  fmt::print("  UUID          {}\n", j.value("uuid", ""));
+  fmt::print("  Capacity      {}, {} free\n", FormatSize(u("capacity_bytes")), FormatSize(u("free_bytes")));
+  fmt::print("  Logical data  {} in {} files\n", FormatSize(u("logical_bytes")), Thousands(u("files")));
+  fmt::print("  Unique data   {} after dedup ({:.2f}x)\n", FormatSize(u("unique_bytes")), j.value("dedup_ratio", 1.0));
+  fmt::print("  Stored        {} after compression ({:.2f}x)\n", FormatSize(u("stored_bytes")),
+             j.value("compression_ratio", 1.0));
+  fmt::print("  Reduction     {:.2f}x overall\n", j.value("data_reduction", 1.0));
+  fmt::print("  Chunks        {} of {}, {}\n", Thousands(u("chunks")), FormatSize(u("chunk_size")),
+             j.value("compression", ""));
+  const auto& seg = j["segments"];
+  fmt::print("  Segments      {} used, {} free of {} ({} each)\n", Thousands(seg.value("used", uint64_t{0})),
+             Thousands(seg.value("free", uint64_t{0}) + seg.value("pending_free", uint64_t{0})),
+             Thousands(seg.value("total", uint64_t{0})), FormatSize(seg.value("size", uint64_t{0})));
+  fmt::print("  Metadata      {} in {}\n", FormatSize(u("metadata_bytes")), j.value("metadata_dir", ""));
+  if (u("buffered_bytes") > 0) fmt::print("  Buffered      {} not yet flushed\n", FormatSize(u("buffered_bytes")));
+}
+
+int RunInfo(const std::string& target, const std::string& meta, bool json) {
+  nlohmann::json j;
+  struct stat st {};
+  std::optional<MountRecord> rec = FindMount(target);
+  if (rec) {
+    auto r = ControlCall(rec->socket, {{"op", "info"}}, 30000);
+    if (!r.ok()) return Fail(r.status());
+    j = *r;
+    j["mountpoint"] = rec->mountpoint;
+  } else {
+    if (::stat(target.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      return Fail(Status::Errorf(EINVAL, "{} is not a mounted QCFS volume", target));
+    }
+    VolumeOptions vo;
+    vo.meta_dir = meta;
+    vo.read_only = true;
+    auto v = Volume::Open(target, vo);
+    if (!v.ok()) return Fail(v.status());
+    auto info = (*v)->Info();
+    if (!info.ok()) return Fail(info.status());
+    j = VolumeInfoJson(*info);
+  }
+  if (json) {
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    PrintInfo(j);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- check
+
+int RunCheck(const std::string& device, const std::string& meta, bool repair, bool json, bool full, bool no_data) {
+  if (auto rec = FindMount(device)) {
+    return Fail(Status::Errorf(EBUSY, "{} is mounted at {}; unmount it before checking", device, rec->mountpoint));
+  }
+  CheckOptions o;
+  o.repair = repair;
+  o.meta_dir = meta;
+  o.full = full;
+  o.verify_data = !no_data;
+  const bool tty = !json && ::isatty(2);
+  if (tty) {
+    o.progress = [](uint64_t done, uint64_t total) {
+      int pct = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+      int bar = pct / 4;
+      fmt::print(stderr, "\rVerifying chunks [{}{}] {}% ({}/{})", std::string(bar, '#'), std::string(25 - bar, ' '),
+                 pct, Thousands(done), Thousands(total));
+      if (done == total) fmt::print(stderr, "\n");
+    };
+  }
+  auto r = CheckVolume(device, o);
+  if (!r.ok()) return Fail(r.status());
+  const CheckReport& rep = *r;
+  if (json) {
+    nlohmann::json j = {{"clean", rep.clean()},
+                        {"inodes", rep.inodes},
+                        {"directories", rep.directories},
+                        {"files", rep.files},
+                        {"extents", rep.extents},
+                        {"chunks", rep.chunks},
+                        {"chunks_verified", rep.chunks_verified},
+                        {"bytes_verified", rep.bytes_verified},
+                        {"findings", nlohmann::json::array()}};
+    for (const auto& f : rep.findings) {
+      j["findings"].push_back({{"kind", f.kind}, {"detail", f.detail}, {"paths", f.paths}, {"repaired", f.repaired}});
+    }
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    fmt::print("Checked {}: {} inodes ({} files, {} directories), {} chunks, {} verified ({})\n", device,
+               Thousands(rep.inodes), Thousands(rep.files), Thousands(rep.directories), Thousands(rep.chunks),
+               Thousands(rep.chunks_verified), FormatSize(rep.bytes_verified));
+    for (const auto& f : rep.findings) {
+      fmt::print("  {} [{}] {}\n", f.repaired ? "repaired:" : "problem: ", f.kind, f.detail);
+      for (const auto& p : f.paths) fmt::print("      affects {}\n", p);
+    }
+    if (rep.clean()) {
+      fmt::print("No problems found.\n");
+    } else if (rep.unrepaired() == 0) {
+      fmt::print("{} problems found and repaired.\n", rep.findings.size());
+    } else {
+      fmt::print("{} problems found{}.\n", rep.findings.size(),
+                 repair ? fmt::format(", {} could not be repaired (damaged data is kept)", rep.unrepaired())
+                        : "; run qcfs check --repair to fix what can be fixed");
+    }
+  }
+  return rep.clean() ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace qcfs
+
+int main(int argc, char** argv) {
+  using namespace qcfs;
+  // mount.fuse3 runs "qcfs SOURCE MOUNTPOINT -o OPTIONS": treat that as mount.
+  std::vector<std::string> args(argv, argv + argc);
+  static const std::vector<std::string> kCommands = {"mkfs", "mount", "umount", "info", "check", "help"};
+  if (args.size() >= 3 && args[1][0] != '-' &&
+      std::find(kCommands.begin(), kCommands.end(), args[1]) == kCommands.end()) {
+    args.insert(args.begin() + 1, "mount");
+  }
+
+  CLI::App app{"QCFS: a compressing, deduplicating, checksumming filesystem", "qcfs"};
+  app.set_version_flag("--version", std::string("qcfs ") + QCFS_VERSION_STRING);
+  app.require_subcommand(1);
+
+  auto* mkfs = app.add_subcommand("mkfs", "Create a QCFS volume on an image file or a block device");
+  std::string mk_device, mk_size, mk_chunk = "64K", mk_comp = "lz4", mk_meta;
+  bool mk_force = false;
+  mkfs->add_option("device", mk_device, "Image file or block device")->required();
+  mkfs->add_option("--size", mk_size, "Create (or resize) an image file of this size, e.g. 20G");
+  mkfs->add_option("--chunk-size", mk_chunk, "Dedup and compression unit, 4K..1M (default 64K)");
+  mkfs->add_option("--compression", mk_comp, "lz4 (default), zstd[:LEVEL] or none");
+  mkfs->add_option("--meta", mk_meta, "Metadata directory (default DEVICE.meta)");
+  mkfs->add_flag("-f,--force", mk_force, "Overwrite an existing file system");
+
+  auto* mount = app.add_subcommand("mount", "Mount a QCFS volume (returns once the mount is ready)");
+  std::string mt_device, mt_point, mt_meta;
+  std::vector<std::string> mt_opts;
+  bool mt_fg = false, mt_debug = false;
+  mount->add_option("device", mt_device, "Image file or block device")->required();
+  mount->add_option("mountpoint", mt_point, "Directory to mount on")->required();
+  mount->add_option("-o", mt_opts, "Mount options, comma-separated (see below)")->allow_extra_args(false);
+  mount->add_option("--meta", mt_meta, "Metadata directory (default DEVICE.meta)");
+  mount->add_flag("-f,--foreground", mt_fg, "Stay in the foreground");
+  mount->add_flag("-d,--debug", mt_debug, "Log every request (implies --foreground)");
+  mount->footer(MountOptionsHelp());
+
+  auto* umount = app.add_subcommand("umount", "Flush everything, unmount, and wait for the daemon to exit");
+  std::string um_point;
+  bool um_lazy = false;
+  umount->add_option("mountpoint", um_point, "Mounted directory")->required();
+  umount->add_flag("-l,--lazy", um_lazy, "Detach now even if busy");
+
+  auto* info = app.add_subcommand("info", "Show space, compression and dedup figures");
+  std::string in_target, in_meta;
+  bool in_json = false;
+  info->add_option("target", in_target, "Mountpoint, image file or block device")->required();
+  info->add_option("--meta", in_meta, "Metadata directory (unmounted volumes)");
+  info->add_flag("--json", in_json, "Machine-readable output");
+
+  auto* check = app.add_subcommand("check", "Verify every invariant and checksum of an unmounted volume");
+  std::string ck_device, ck_meta;
+  bool ck_repair = false, ck_json = false, ck_full = false, ck_nodata = false;
+  check->add_option("device", ck_device, "Image file or block device")->required();
+  check->add_option("--meta", ck_meta, "Metadata directory");
+  check->add_flag("--repair", ck_repair, "Fix counts, leaks and stale records; report damaged files");
+  check->add_flag("--json", ck_json, "Machine-readable output");
+  check->add_flag("--full", ck_full, "Also decompress every chunk and verify its fingerprint");
+  check->add_flag("--metadata-only", ck_nodata, "Skip reading chunk data");
+
+  try {
+    std::vector<std::string> rev(args.rbegin(), args.rend() - 1);
+    app.parse(rev);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  if (*mkfs) return RunMkfs(mk_device, mk_size, mk_chunk, mk_comp, mk_meta, mk_force);
+  if (*mount) {
+    MountRequest req;
+    req.device = mt_device;
+    req.mountpoint = mt_point;
+    Status s = ParseMountOptions(mt_opts, &req.config);
+    if (!s.ok()) return Fail(s);
+    if (!mt_meta.empty()) req.config.volume.meta_dir = mt_meta;
+    req.config.foreground = mt_fg || mt_debug;
+    req.config.debug = mt_debug;
+    if (req.config.debug) SetLogLevel(LogLevel::kDebug);
+    s = MountAndServe(req);
+    if (!s.ok()) return Fail(s);
+    return 0;
+  }
+  if (*umount) {
+    Status s = UnmountVolume(um_point, um_lazy);
+    if (!s.ok()) return Fail(s);
+    return 0;
+  }
+  if (*info) return RunInfo(in_target, in_meta, in_json);
+  if (*check) return RunCheck(ck_device, ck_meta, ck_repair, ck_json, ck_full, ck_nodata);
+  return 2;
+}

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_map>
 
 #include "qcfs/core/coding.h"
 #include "qcfs/core/log.h"
@@ -49,6 +50,18 @@ void Volume::ReleaseBuffer(size_t count) {
     buffered_bytes_ -= std::min<uint64_t>(buffered_bytes_, uint64_t{count} * chunk_size_);
   }
   drained_cv_.notify_all();
+}
+
+void Volume::QueueForFlush(const InodeRef& inode) {
+  bool wake;
+  {
+    std::lock_guard lock(flush_mu_);
+    release_queue_.push_back(inode);
+    // Closed files are flushed together (small ones share packs): within a
+    // tick, or at once when many are waiting.
+    wake = release_queue_.size() >= kReleaseBatch;
+  }
+  if (wake) flush_cv_.notify_one();
 }
 
 void Volume::WakeFlusher() {
@@ -140,11 +153,7 @@ Status Volume::Release(uint64_t ino) {
   if (purge) {
     QCFS_RETURN_IF_ERROR(Purge(ino));
   } else if (dirty) {
-    {
-      std::lock_guard lock(flush_mu_);
-      release_queue_.push_back(inode);
-    }
-    flush_cv_.notify_one();
+    QueueForFlush(inode);
   }
   MaybeDropState(inode);
   return Status::Ok();
@@ -160,13 +169,7 @@ Status Volume::FlushHandle(uint64_t ino) {
     err = std::exchange(inode->write_error, Status::Ok());
     dirty = !inode->dirty.empty();
   }
-  if (dirty) {
-    {
-      std::lock_guard lock(flush_mu_);
-      release_queue_.push_back(inode);
-    }
-    flush_cv_.notify_one();
-  }
+  if (dirty) QueueForFlush(inode);
   return err;
 }
 
@@ -394,36 +397,73 @@ Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, bool sync) {
   }
   if (items.empty()) return Status::Ok();
 
-  // Hash and compress on the pool.
+  // 1. Fingerprints, on the pool.
   std::vector<FlushChunk*> all;
   for (FlushItem& item : items) {
     for (FlushChunk& c : item.chunks) all.push_back(&c);
   }
-  const CompressionSpec spec = compression_;
   pool_->ParallelFor(all.size(), [&](size_t i) {
     FlushChunk* c = all[i];
-    size_t len = TrimmedLength(c->buf->data);
-    if (len == 0) {
-      c->hole = true;
-      return;
-    }
-    c->chunk = PrepareChunk(std::span<const std::byte>(c->buf->data).first(len), spec);
+    c->length = TrimmedLength(c->buf->data);
+    if (c->length > 0) c->fp = Fingerprint::Of(c->content());
   });
-  return CommitFlush(items, sync);
-}
 
-Status Volume::CommitFlush(std::vector<FlushItem>& items, bool sync) {
-  std::vector<const PreparedChunk*> chunks;
-  uint64_t bytes = 0;
-  for (FlushItem& item : items) {
-    for (FlushChunk& c : item.chunks) {
-      if (c.hole) continue;
-      chunks.push_back(&c.chunk);
-      bytes += c.chunk.payload.size() + 64;
+  // 2. Dedup: only content the store does not hold is compressed and written.
+  std::vector<Fingerprint> distinct;
+  std::vector<FlushChunk*> firsts;
+  {
+    std::unordered_map<Fingerprint, bool, FingerprintHash> seen;
+    for (FlushChunk* c : all) {
+      if (c->length == 0 || !seen.emplace(c->fp, true).second) continue;
+      distinct.push_back(c->fp);
+      firsts.push_back(c);
     }
   }
-  Status written = store_->MakeRoom(bytes);
-  if (written.ok()) written = store_->WriteChunks(chunks);
+  auto known_or = store_->Known(distinct);
+  std::vector<EncodedRecord> records;
+  if (!known_or.ok()) return CommitFlush(items, records, known_or.status(), sync);
+  const std::vector<bool>& known = *known_or;
+
+  // 3. New chunks become records: large ones on their own, small ones packed
+  //    together up to a chunk's worth of content, compressed on the pool.
+  std::vector<std::vector<ChunkContent>> jobs;
+  std::vector<ChunkContent> pack;
+  uint64_t pack_bytes = 0;
+  for (size_t i = 0; i < firsts.size(); ++i) {
+    if (known[i]) continue;
+    ChunkContent cc{firsts[i]->fp, firsts[i]->content()};
+    if (cc.content.size() >= chunk_size_ / 2) {
+      jobs.push_back({cc});
+      continue;
+    }
+    if (pack_bytes + cc.content.size() > chunk_size_ && !pack.empty()) {
+      jobs.push_back(std::move(pack));
+      pack.clear();
+      pack_bytes = 0;
+    }
+    pack.push_back(cc);
+    pack_bytes += cc.content.size();
+  }
+  if (!pack.empty()) jobs.push_back(std::move(pack));
+  records.resize(jobs.size());
+  const CompressionSpec spec = compression_;
+  pool_->ParallelFor(jobs.size(), [&](size_t i) {
+    records[i] = jobs[i].size() == 1 ? EncodeChunk(jobs[i][0], spec) : EncodePack(jobs[i], spec);
+  });
+  return CommitFlush(items, records, Status::Ok(), sync);
+}
+
+Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared,
+                           bool sync) {
+  std::vector<const EncodedRecord*> list;
+  uint64_t bytes = 0;
+  for (const EncodedRecord& r : records) {
+    list.push_back(&r);
+    bytes += r.bytes.size();
+  }
+  Status written = prepared;
+  if (written.ok()) written = store_->MakeRoom(bytes);
+  if (written.ok()) written = store_->WriteRecords(list);
 
   Status first;
   for (FlushItem& item : items) {
@@ -445,22 +485,22 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, bool sync) {
           }
           ExtentRecord prev;
           bool had = old->has_value() && ExtentRecord::Decode(**old, &prev);
-          if (had && !c.hole && prev.fp == c.chunk.fp) continue;  // unchanged
+          if (had && c.length > 0 && prev.fp == c.fp) continue;  // unchanged
           if (had) {
             s = txn->DropRef(prev.fp);
             if (!s.ok()) break;
           }
-          if (c.hole) {
+          if (c.length == 0) {
             if (had) {
               batch.Delete(Sl(key));
               rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
             }
             continue;
           }
-          s = txn->AddRef(c.chunk);
+          s = txn->AddRef(ChunkContent{c.fp, c.content()}, compression_);
           if (!s.ok()) break;
           std::string v;
-          ExtentRecord{state_.current_epoch, c.chunk.fp}.EncodeTo(&v);
+          ExtentRecord{state_.current_epoch, c.fp}.EncodeTo(&v);
           batch.Put(Sl(key), Sl(v));
           if (!had) rec.chunks += 1;
         }
@@ -492,7 +532,7 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, bool sync) {
     }
     ReleaseBuffer(released);
   }
-  store_->ForgetProvisional(chunks);
+  store_->ForgetProvisional(list);
   for (FlushItem& item : items) MaybeDropState(item.inode);
   return first;
 }
@@ -514,9 +554,10 @@ Status Volume::Sync() {
 
 void Volume::FlusherLoop() {
   std::unique_lock lock(flush_mu_);
-  const auto tick = std::chrono::milliseconds(std::max<uint32_t>(100, options_.flush_interval_ms / 5));
+  const auto tick = std::chrono::milliseconds(std::clamp<uint32_t>(options_.flush_interval_ms / 5, 100, 1000));
   while (!stopping_) {
-    flush_cv_.wait_for(lock, tick, [&] { return stopping_ || flush_requested_ || !release_queue_.empty(); });
+    flush_cv_.wait_for(lock, tick,
+                       [&] { return stopping_ || flush_requested_ || release_queue_.size() >= kReleaseBatch; });
     if (stopping_) break;
     const bool pressure = flush_requested_ || buffered_bytes_ > options_.cache_bytes / 4;
     flush_requested_ = false;
@@ -596,10 +637,11 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
             batch.Delete(Sl(key));
             rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
           } else {
-            PreparedChunk chunk = PrepareChunk(std::span<const std::byte>(content).first(len), compression_);
-            QCFS_RETURN_IF_ERROR(txn->AddRef(chunk));
+            auto tail = std::span<const std::byte>(content).first(len);
+            Fingerprint fp = Fingerprint::Of(tail);
+            QCFS_RETURN_IF_ERROR(txn->AddRef(ChunkContent{fp, tail}, compression_));
             std::string v;
-            ExtentRecord{state_.current_epoch, chunk.fp}.EncodeTo(&v);
+            ExtentRecord{state_.current_epoch, fp}.EncodeTo(&v);
             batch.Put(Sl(key), Sl(v));
           }
         }

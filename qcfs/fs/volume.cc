@@ -240,7 +240,7 @@ Status Volume::Start() {
   inode_count_ = state_.inodes;
   QCFS_ASSIGN_OR_RETURN(store_, ChunkStore::Open(device_.get(), db_.get(), sb_, options_.store));
   pool_ = std::make_unique<ThreadPool>(options_.worker_threads);
-  if (options_.read_only) return Status::Ok();
+  if (options_.read_only || options_.maintenance) return Status::Ok();
   if (state_.clean_unmount == 0) {
     Log(LogLevel::kInfo, "{}: volume was not unmounted cleanly; recovered to the last durable state",
         device_->path());
@@ -264,6 +264,14 @@ Volume::~Volume() {
 
 Status Volume::Close() {
   if (closed_.exchange(true)) return Status::Ok();
+  if (options_.maintenance) {
+    pool_.reset();
+    store_.reset();
+    Status flushed = db_->Flush();
+    db_.reset();
+    device_.reset();
+    return flushed;
+  }
   Status result;
   if (!options_.read_only) result = Sync();
   {

@@ -58,6 +58,10 @@ struct VolumeOptions {
   // (MetaPathFor).
   std::string meta_dir;
   bool read_only = false;
+  // Offline maintenance (qcfs check --repair): the database is writable but
+  // the volume itself does nothing on its own: no recovery of orphans, no
+  // background flusher, nothing written at Close().
+  bool maintenance = false;
   // Compression of new chunks; unset means the volume's default (mkfs).
   std::optional<CompressionSpec> compression;
   // Bytes of buffered file data (dirty and being flushed). Default 256 MiB.
@@ -258,11 +262,16 @@ class Volume {
   Status FlushInodes(std::vector<InodeRef> inodes, bool sync);
   // REQUIRES: the flush_mu of every inode is held.
   Status FlushLocked(const std::vector<InodeRef>& inodes, bool sync);
-  Status CommitFlush(std::vector<internal::FlushItem>& items, bool sync);
+  // Writes the new records, then commits each file's extents, or records
+  // the failure (`prepared`, or the write's) as the files' write error.
+  Status CommitFlush(std::vector<internal::FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared,
+                     bool sync);
   Status Truncate(const InodeRef& inode, uint64_t size, int64_t now);
   Status ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length);
   void FlusherLoop();
   void WakeFlusher();
+  void QueueForFlush(const InodeRef& inode);
+  static constexpr size_t kReleaseBatch = 512;
   void MaybeUpdateAtime(uint64_t ino);
 
   static constexpr size_t kStripes = 256;

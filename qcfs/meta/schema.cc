@@ -57,9 +57,10 @@ std::string LocationPrefix(uint32_t segment) {
   PutBig32(&k, segment);
   return k;
 }
-std::string LocationKey(uint32_t segment, uint32_t offset) {
+std::string LocationKey(uint32_t segment, uint32_t offset, uint32_t pack_offset) {
   std::string k = LocationPrefix(segment);
   PutBig32(&k, offset);
+  PutBig32(&k, pack_offset);
   return k;
 }
 
@@ -154,18 +155,21 @@ void ChunkIndexRecord::EncodeTo(std::string* out) const {
   e.U8(kChunkFormat);
   e.Varint(segment);
   e.Varint(offset);
-  e.Varint(stored_len);
+  e.Varint(record_len);
   e.Varint(raw_len);
   e.U8(codec);
   e.Varint(refcount);
+  e.Varint(pack_offset);
+  e.Varint(pack_raw);
+  e.Varint(share);
 }
 
 bool ChunkIndexRecord::Decode(std::string_view in, ChunkIndexRecord* r) {
   Decoder d(in);
   uint8_t format;
   return d.U8(&format) && format == kChunkFormat && d.VarintAs(&r->segment) && d.VarintAs(&r->offset) &&
-         d.VarintAs(&r->stored_len) && d.VarintAs(&r->raw_len) && d.U8(&r->codec) && d.Varint(&r->refcount) &&
-         d.done();
+         d.VarintAs(&r->record_len) && d.VarintAs(&r->raw_len) && d.U8(&r->codec) && d.Varint(&r->refcount) &&
+         d.VarintAs(&r->pack_offset) && d.VarintAs(&r->pack_raw) && d.VarintAs(&r->share) && d.done();
 }
 
 void SegmentRecord::EncodeTo(std::string* out) const {

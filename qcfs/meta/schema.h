@@ -12,7 +12,8 @@
 //   O ino                  orphan: nlink 0, data kept until the last close
 //   C fingerprint          chunk index: location, sizes, reference count
 //   G segment              segment usage: live bytes
-//   L segment offset       location -> fingerprint (what the cleaner moves)
+//   L segment offset pos   location -> fingerprint (what the cleaner moves);
+//                          pos is the chunk's offset inside a pack, else 0
 //
 // Versioned records (I, D, E, X) carry the epoch in which they were written,
 // so that snapshots can keep the versions they need (docs/design.md).
@@ -55,7 +56,7 @@ std::string OrphanKey(uint64_t ino);
 std::string ChunkKey(const Fingerprint& fp);
 std::string SegmentKey(uint32_t segment);
 std::string LocationPrefix(uint32_t segment);
-std::string LocationKey(uint32_t segment, uint32_t offset);
+std::string LocationKey(uint32_t segment, uint32_t offset, uint32_t pack_offset);
 
 // Parsers for keys found while iterating a prefix (the part after it).
 bool ParseU64Suffix(std::string_view suffix, uint64_t* value);
@@ -106,15 +107,21 @@ struct XattrRecord {
   static bool Decode(std::string_view in, XattrRecord* out);
 };
 
-// Where a chunk lives and how many extents reference it.
+// Where a chunk lives and how many extents reference it. A chunk is stored
+// in a record of its own, or as a member of a pack: a record holding several
+// small chunks compressed together.
 struct ChunkIndexRecord {
   uint32_t segment = 0;
-  uint32_t offset = 0;      // byte offset of the chunk record within the segment
-  uint32_t stored_len = 0;  // payload bytes on the device (after compression)
-  uint32_t raw_len = 0;     // bytes of content (trailing zeros trimmed)
-  uint8_t codec = 0;        // store/codec.h Codec
+  uint32_t offset = 0;      // byte offset of the record within the segment
+  uint32_t record_len = 0;  // bytes of the whole record on the device
+  uint32_t raw_len = 0;     // bytes of this chunk's content (trailing zeros trimmed)
+  uint8_t codec = 0;        // store/codec.h Codec of the record's payload
   uint64_t refcount = 0;
+  uint32_t pack_offset = 0;  // packs: where the content starts in the decompressed payload
+  uint32_t pack_raw = 0;     // packs: decompressed payload length; 0 for a record of its own
+  uint32_t share = 0;        // bytes of the record charged to this chunk (space accounting)
 
+  bool packed() const { return pack_raw != 0; }
   void EncodeTo(std::string* out) const;
   static bool Decode(std::string_view in, ChunkIndexRecord* out);
 };
@@ -141,7 +148,7 @@ struct VolumeState {
 struct StoreStats {
   uint64_t chunks = 0;            // distinct chunks stored
   uint64_t unique_bytes = 0;      // sum of raw_len over chunks
-  uint64_t stored_bytes = 0;      // sum of header + payload over chunks
+  uint64_t stored_bytes = 0;      // sum of shares over chunks: bytes of live records
   uint64_t referenced_bytes = 0;  // sum of raw_len x refcount: logical data
 
   void EncodeTo(std::string* out) const;

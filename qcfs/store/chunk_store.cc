@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
 
 #include "qcfs/core/log.h"
 #include "qcfs/core/units.h"
@@ -17,8 +18,14 @@ using schema::ChunkIndexRecord;
 namespace {
 
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
 rocksdb::Slice Sl(const std::string& s) { return rocksdb::Slice(s); }
+
+internal::RecordMember MemberOf(const Fingerprint& fp, uint32_t raw_len) {
+  internal::RecordMember m;
+  std::memcpy(m.fp_prefix, fp.bytes.data(), internal::kFpPrefix);
+  m.raw_len = raw_len;
+  return m;
+}
 
 }  // namespace
 
@@ -35,12 +42,39 @@ size_t TrimmedLength(std::span<const std::byte> data) {
   return n;
 }
 
-PreparedChunk PrepareChunk(std::span<const std::byte> content, const CompressionSpec& spec) {
-  PreparedChunk c;
-  c.fp = Fingerprint::Of(content);
-  c.raw_len = static_cast<uint32_t>(content.size());
-  c.codec = Compress(spec, content, &c.payload);
-  return c;
+EncodedRecord EncodeChunk(const ChunkContent& chunk, const CompressionSpec& spec) {
+  EncodedRecord r;
+  std::vector<std::byte> payload;
+  r.codec = Compress(spec, chunk.content, &payload);
+  const auto raw = static_cast<uint32_t>(chunk.content.size());
+  internal::RecordMember m = MemberOf(chunk.fp, raw);
+  r.bytes = internal::BuildRecord(r.codec, false, payload, raw, {&m, 1});
+  r.members.push_back({chunk.fp, raw, 0, static_cast<uint32_t>(r.bytes.size())});
+  return r;
+}
+
+EncodedRecord EncodePack(std::span<const ChunkContent> chunks, const CompressionSpec& spec) {
+  EncodedRecord r;
+  std::vector<std::byte> raw;
+  std::vector<internal::RecordMember> table;
+  for (const ChunkContent& c : chunks) {
+    r.members.push_back({c.fp, static_cast<uint32_t>(c.content.size()), static_cast<uint32_t>(raw.size()), 0});
+    table.push_back(MemberOf(c.fp, static_cast<uint32_t>(c.content.size())));
+    raw.insert(raw.end(), c.content.begin(), c.content.end());
+  }
+  std::vector<std::byte> payload;
+  r.codec = Compress(spec, raw, &payload);
+  r.pack_raw = static_cast<uint32_t>(raw.size());
+  r.bytes = internal::BuildRecord(r.codec, true, payload, r.pack_raw, table);
+  // Each member is charged its part of the record, in proportion to its content.
+  const uint64_t total = r.bytes.size();
+  uint64_t charged = 0;
+  for (auto& m : r.members) {
+    m.share = static_cast<uint32_t>(total * m.raw_len / r.pack_raw);
+    charged += m.share;
+  }
+  r.members[0].share += static_cast<uint32_t>(total - charged);
+  return r;
 }
 
 // ---------------------------------------------------------------- ChunkStore
@@ -155,11 +189,12 @@ Status ChunkStore::SyncFreed() {
     return s;
   }
   for (uint32_t seg : batch) {
-    if (seg_state_[seg] == kPending && live_[seg] == 0) {
+    if (seg_state_[seg] != kPending) continue;
+    if (live_[seg] == 0) {
       seg_state_[seg] = kFree;
       ++free_count_;
       free_hint_ = std::min(free_hint_, seg);
-    } else if (seg_state_[seg] == kPending) {
+    } else {
       seg_state_[seg] = kInUse;
     }
   }
@@ -188,7 +223,7 @@ Status ChunkStore::OpenSegment(std::vector<Staged>* staged) {
           internal::SegmentHeader h;
           h.segment = seg;
           h.sequence = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-          h.uuid = sb_.uuid;
+          std::memcpy(h.uuid, sb_.uuid.data(), 16);
           internal::EncodeSegmentHeader(h, st.bytes.data());
           staged->push_back(std::move(st));
           return Status::Ok();
@@ -222,6 +257,9 @@ Result<ChunkStore::Location> ChunkStore::Allocate(uint32_t record_len, std::vect
 
 Status ChunkStore::StageRecord(std::span<const std::byte> record, std::vector<Staged>* staged,
                                std::vector<uint32_t>* closed, Location* loc) {
+  if (record.size() + kSegmentHeaderSize > sb_.segment_size) {
+    return Status::Errorf(EINVAL, "record of {} bytes does not fit a segment", record.size());
+  }
   QCFS_ASSIGN_OR_RETURN(*loc, Allocate(static_cast<uint32_t>(record.size()), staged, closed));
   if (staged->empty() || staged->back().segment != loc->segment ||
       staged->back().start + staged->back().bytes.size() != loc->offset) {
@@ -257,68 +295,68 @@ Status ChunkStore::WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t
   return s.WithContext("writing chunk data");
 }
 
-Status ChunkStore::WriteChunks(std::span<const PreparedChunk* const> chunks) {
+Result<std::vector<bool>> ChunkStore::Known(std::span<const Fingerprint> fps) {
+  std::vector<bool> known(fps.size(), false);
+  {
+    std::lock_guard lock(state_mu_);
+    for (size_t i = 0; i < fps.size(); ++i) known[i] = provisional_.count(fps[i]) != 0;
+  }
+  for (size_t i = 0; i < fps.size(); ++i) {
+    if (known[i]) continue;
+    QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::ChunkKey(fps[i])));
+    known[i] = value.has_value();
+  }
+  return known;
+}
+
+Status ChunkStore::WriteRecords(std::span<const EncodedRecord* const> records) {
   std::lock_guard wlock(write_mu_);
   std::vector<Staged> staged;
   std::vector<uint32_t> closed;
-  std::vector<std::pair<const PreparedChunk*, Location>> added;
+  std::vector<Location> where;
   Status s;
-  for (const PreparedChunk* c : chunks) {
-    {
-      std::lock_guard lock(state_mu_);
-      auto it = provisional_.find(c->fp);
-      if (it != provisional_.end()) {
-        ++it->second.users;
-        continue;
-      }
-    }
-    bool in_batch = false;
-    for (auto& [prev, loc] : added) in_batch |= prev->fp == c->fp;
-    if (in_batch) continue;
-    auto indexed = db_->Get(schema::ChunkKey(c->fp));
-    if (!indexed.ok()) {
-      s = indexed.status();
-      break;
-    }
-    if (indexed->has_value()) continue;
-    std::vector<std::byte> record(kRecordHeaderSize + c->payload.size());
-    internal::RecordHeader h{c->codec, static_cast<uint32_t>(c->payload.size()), c->raw_len, c->fp, 0};
-    internal::EncodeRecordHeader(h, c->payload, record.data());
-    std::memcpy(record.data() + kRecordHeaderSize, c->payload.data(), c->payload.size());
+  for (const EncodedRecord* r : records) {
     Location loc{};
-    s = StageRecord(record, &staged, &closed, &loc);
+    s = StageRecord(r->bytes, &staged, &closed, &loc);
     if (!s.ok()) break;
-    added.emplace_back(c, loc);
+    where.push_back(loc);
   }
   if (s.ok()) s = WriteStaged(&staged, &closed);
   std::lock_guard lock(state_mu_);
-  if (s.ok()) {
-    for (auto& [c, loc] : added) {
-      Provisional p;
-      p.rec.segment = loc.segment;
-      p.rec.offset = loc.offset;
-      p.rec.stored_len = static_cast<uint32_t>(c->payload.size());
-      p.rec.raw_len = c->raw_len;
-      p.rec.codec = static_cast<uint8_t>(c->codec);
-      p.users = 1;
-      provisional_.emplace(c->fp, p);
-      ++pinned_[loc.segment];
+  for (size_t i = 0; i < where.size() && s.ok(); ++i) {
+    const EncodedRecord* r = records[i];
+    for (const EncodedRecord::Member& m : r->members) {
+      auto [it, inserted] = provisional_.try_emplace(m.fp);
+      it->second.users += 1;
+      if (!inserted) continue;  // written twice: this copy is dead space
+      ChunkIndexRecord& rec = it->second.rec;
+      rec.segment = where[i].segment;
+      rec.offset = where[i].offset;
+      rec.record_len = static_cast<uint32_t>(r->bytes.size());
+      rec.raw_len = m.raw_len;
+      rec.codec = static_cast<uint8_t>(r->codec);
+      rec.pack_offset = m.pack_offset;
+      rec.pack_raw = r->pack_raw;
+      rec.share = m.share;
+      ++pinned_[rec.segment];
     }
   }
   for (uint32_t seg : closed) FreeSegmentLocked(seg);
   return s;
 }
 
-void ChunkStore::ForgetProvisional(std::span<const PreparedChunk* const> chunks) {
+void ChunkStore::ForgetProvisional(std::span<const EncodedRecord* const> records) {
   std::lock_guard lock(state_mu_);
-  for (const PreparedChunk* c : chunks) {
-    auto it = provisional_.find(c->fp);
-    if (it == provisional_.end() || --it->second.users > 0) continue;
-    uint32_t seg = it->second.rec.segment;
-    provisional_.erase(it);
-    if (--pinned_[seg] == 0) {
-      pinned_.erase(seg);
-      FreeSegmentLocked(seg);
+  for (const EncodedRecord* r : records) {
+    for (const EncodedRecord::Member& m : r->members) {
+      auto it = provisional_.find(m.fp);
+      if (it == provisional_.end() || --it->second.users > 0) continue;
+      uint32_t seg = it->second.rec.segment;
+      provisional_.erase(it);
+      if (--pinned_[seg] == 0) {
+        pinned_.erase(seg);
+        FreeSegmentLocked(seg);
+      }
     }
   }
 }
@@ -330,16 +368,15 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fin
   ChunkIndexRecord prev{};
   for (int attempt = 0; attempt < 3; ++attempt) {
     QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(key));
-    if (!value.has_value()) {
-      return Status::Errorf(ENOENT, "chunk {} is not in the index", fp.ShortHex());
-    }
+    if (!value.has_value()) return Status::Errorf(ENOENT, "chunk {} is not in the index", fp.ShortHex());
     ChunkIndexRecord rec;
     if (!ChunkIndexRecord::Decode(*value, &rec)) {
       return Status::Errorf(EIO, "chunk {}: malformed index record", fp.ShortHex());
     }
-    if (attempt > 0 && rec.segment == prev.segment && rec.offset == prev.offset) break;  // not moved: real damage
+    // The same location twice: the damage is real, not a move by the cleaner.
+    if (attempt > 0 && rec.segment == prev.segment && rec.offset == prev.offset) break;
     if (read_hook_) read_hook_();
-    auto data = ReadRecord(fp, rec);
+    auto data = ReadChunk(fp, rec);
     if (data.ok()) {
       CachePut(fp, *data);
       return data;
@@ -350,31 +387,43 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fin
   return last;
 }
 
-Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadRecord(const Fingerprint& fp,
-                                                                             const ChunkIndexRecord& rec) {
+Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadChunk(const Fingerprint& fp,
+                                                                           const ChunkIndexRecord& rec) {
   auto where = [&] { return fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset); };
-  if (rec.segment >= sb_.segment_count || uint64_t{rec.offset} + kRecordHeaderSize + rec.stored_len > sb_.segment_size) {
+  if (rec.segment >= sb_.segment_count || uint64_t{rec.offset} + rec.record_len > sb_.segment_size ||
+      rec.record_len < kRecordHeaderSize) {
     return Status::Errorf(EIO, "{}: location is outside the segment area", where());
   }
-  std::vector<std::byte> buf(kRecordHeaderSize + rec.stored_len);
+  std::vector<std::byte> buf(rec.record_len);
   QCFS_RETURN_IF_ERROR(device_->Read(sb_.SegmentOffset(rec.segment) + rec.offset, buf).WithContext(where()));
-  internal::RecordHeader h;
-  auto payload = std::span<const std::byte>(buf).subspan(kRecordHeaderSize);
-  if (!internal::DecodeRecordHeader(buf, &h)) return Status::Errorf(EIO, "{}: damaged record header", where());
-  if (h.fp != fp || h.stored_len != rec.stored_len || h.raw_len != rec.raw_len ||
-      static_cast<uint8_t>(h.codec) != rec.codec) {
-    return Status::Errorf(EIO, "{}: record does not match the index", where());
+  internal::RecordView v;
+  std::string why;
+  if (!internal::ParseRecord(buf, &v, &why)) return Status::Errorf(EIO, "{}: {}", where(), why);
+  bool match = v.total_len == rec.record_len && static_cast<uint8_t>(v.codec) == rec.codec &&
+               v.pack == rec.packed();
+  if (match && rec.packed()) {
+    match = false;
+    uint32_t pos = 0;
+    for (const auto& m : v.members) {
+      if (pos == rec.pack_offset) {
+        match = m.Matches(fp) && m.raw_len == rec.raw_len && v.raw_len == rec.pack_raw;
+        break;
+      }
+      pos += m.raw_len;
+    }
+  } else if (match) {
+    match = v.members[0].Matches(fp) && v.raw_len == rec.raw_len;
   }
-  if (!internal::RecordChecksumMatches(buf, payload, h.checksum)) {
-    return Status::Errorf(EIO, "{}: checksum mismatch", where());
-  }
-  auto out = std::make_shared<std::vector<std::byte>>(h.raw_len);
-  QCFS_RETURN_IF_ERROR(Decompress(h.codec, payload, *out).WithContext(where()));
-  return std::shared_ptr<const std::vector<std::byte>>(std::move(out));
+  if (!match) return Status::Errorf(EIO, "{}: record does not match the index", where());
+  std::vector<std::byte> raw(v.raw_len);
+  QCFS_RETURN_IF_ERROR(Decompress(v.codec, v.payload, raw).WithContext(where()));
+  if (!rec.packed()) return std::make_shared<const std::vector<std::byte>>(std::move(raw));
+  return std::make_shared<const std::vector<std::byte>>(raw.begin() + rec.pack_offset,
+                                                        raw.begin() + rec.pack_offset + rec.raw_len);
 }
 
-std::string ChunkStore::VerifyRecord(const Fingerprint& fp, const ChunkIndexRecord& rec, bool full) {
-  auto data = ReadRecord(fp, rec);
+std::string ChunkStore::VerifyChunk(const Fingerprint& fp, const ChunkIndexRecord& rec, bool full) {
+  auto data = ReadChunk(fp, rec);
   if (!data.ok()) return data.status().ToString();
   if (full && Fingerprint::Of(**data) != fp) {
     return fmt::format("chunk {} at segment {} offset {}: content does not match its fingerprint", fp.ShortHex(),
@@ -428,7 +477,7 @@ Result<uint64_t> ChunkStore::Clean(uint64_t want_free) {
       std::lock_guard lock(state_mu_);
       if (free_count_ >= want_free) break;
       uint32_t best = sb_.segment_size;
-      const uint32_t limit = static_cast<uint32_t>(options_.clean_below * sb_.segment_size);
+      const auto limit = static_cast<uint32_t>(options_.clean_below * sb_.segment_size);
       for (uint32_t s = 0; s < sb_.segment_count; ++s) {
         if (seg_state_[s] != kInUse || static_cast<int64_t>(s) == open_segment_ || pinned_.count(s) != 0) continue;
         if (live_[s] < limit && live_[s] < best) {
@@ -437,7 +486,7 @@ Result<uint64_t> ChunkStore::Clean(uint64_t want_free) {
           found = true;
         }
       }
-      // Compacting a segment pays only if a free segment can take its live bytes.
+      // Compacting a segment pays only if there is room to take its live bytes.
       if (found && live_[victim] > 0 && free_count_ == 0 &&
           (open_segment_ < 0 || sb_.segment_size - open_offset_ < live_[victim])) {
         found = false;
@@ -445,23 +494,30 @@ Result<uint64_t> ChunkStore::Clean(uint64_t want_free) {
     }
     if (!found) break;
     auto txn = Begin();
+    // Live chunks of the victim, grouped by record.
+    std::map<uint32_t, std::vector<std::pair<Fingerprint, ChunkIndexRecord>>> records;
     auto it = db_->Iterate(schema::LocationPrefix(victim));
     for (it->Seek(); it->Valid(); it->Next()) {
       std::string_view sfx = it->key_suffix();
-      uint32_t off;
-      if (!schema::ParseU32Suffix(sfx, &off) || it->value().size() != Fingerprint::kSize) continue;
+      if (sfx.size() != 8 || it->value().size() != Fingerprint::kSize) continue;
+      uint32_t off, pos;
+      schema::ParseU32Suffix(sfx.substr(0, 4), &off);
+      schema::ParseU32Suffix(sfx.substr(4), &pos);
       Fingerprint fp = Fingerprint::FromBytes(it->value());
       QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::ChunkKey(fp)));
       ChunkIndexRecord rec;
       if (!value.has_value() || !ChunkIndexRecord::Decode(*value, &rec)) continue;
-      if (rec.segment != victim || rec.offset != off) continue;
-      Status s = txn->Relocate(fp, rec);
+      if (rec.segment != victim || rec.offset != off || rec.pack_offset != pos) continue;
+      records[off].emplace_back(fp, rec);
+    }
+    QCFS_RETURN_IF_ERROR(it->status());
+    for (auto& [off, live] : records) {
+      Status s = txn->Relocate(victim, off, live);
       if (!s.ok()) {
         Log(LogLevel::kWarning, "cleaner left segment {} in place: {}", victim, s.ToString());
         return reclaimed;
       }
     }
-    QCFS_RETURN_IF_ERROR(it->status());
     rocksdb::WriteBatch batch;
     QCFS_RETURN_IF_ERROR(txn->Prepare(&batch));
     QCFS_RETURN_IF_ERROR(db_->Write(&batch, false));
@@ -517,7 +573,7 @@ Result<ChunkStore::Txn::Entry*> ChunkStore::Txn::Lookup(const Fingerprint& fp) {
     if (p == store_->provisional_.end()) return static_cast<Entry*>(nullptr);
     e.rec = p->second.rec;
   }
-  // Written by WriteChunks, not yet indexed: it counts from zero references.
+  // Written by WriteRecords, not yet indexed: it counts from zero references.
   e.rec.refcount = 0;
   return &entries_.emplace(fp, e).first->second;
 }
@@ -527,30 +583,26 @@ Status ChunkStore::Txn::Stage(std::span<const std::byte> record, Location* loc) 
   return store_->StageRecord(record, &staged_, &closed_segments_, loc);
 }
 
-Status ChunkStore::Txn::AddRef(const PreparedChunk& chunk) {
+Status ChunkStore::Txn::AddRef(const ChunkContent& chunk, const CompressionSpec& spec) {
   QCFS_ASSIGN_OR_RETURN(Entry * e, Lookup(chunk.fp));
   if (e == nullptr) {
-    std::vector<std::byte> record(kRecordHeaderSize + chunk.payload.size());
-    internal::RecordHeader h{chunk.codec, static_cast<uint32_t>(chunk.payload.size()), chunk.raw_len, chunk.fp, 0};
-    internal::EncodeRecordHeader(h, chunk.payload, record.data());
-    std::memcpy(record.data() + kRecordHeaderSize, chunk.payload.data(), chunk.payload.size());
+    EncodedRecord r = EncodeChunk(chunk, spec);
     Location loc{};
-    QCFS_RETURN_IF_ERROR(Stage(record, &loc));
+    QCFS_RETURN_IF_ERROR(Stage(r.bytes, &loc));
     Entry ne;
     ne.rec.segment = loc.segment;
     ne.rec.offset = loc.offset;
-    ne.rec.stored_len = h.stored_len;
-    ne.rec.raw_len = h.raw_len;
-    ne.rec.codec = static_cast<uint8_t>(h.codec);
-    ne.rec.refcount = 0;
+    ne.rec.record_len = static_cast<uint32_t>(r.bytes.size());
+    ne.rec.raw_len = r.members[0].raw_len;
+    ne.rec.codec = static_cast<uint8_t>(r.codec);
+    ne.rec.share = r.members[0].share;
     e = &entries_.emplace(chunk.fp, ne).first->second;
   }
   if (e->rec.refcount == 0) {  // a new chunk, or one freed earlier in this txn
-    uint32_t len = static_cast<uint32_t>(kRecordHeaderSize + e->rec.stored_len);
     new_stats_.chunks += 1;
     new_stats_.unique_bytes += e->rec.raw_len;
-    new_stats_.stored_bytes += len;
-    live_delta_[e->rec.segment] += len;
+    new_stats_.stored_bytes += e->rec.share;
+    live_delta_[e->rec.segment] += e->rec.share;
   }
   e->rec.refcount += 1;
   new_stats_.referenced_bytes += e->rec.raw_len;
@@ -577,36 +629,72 @@ Status ChunkStore::Txn::DropRef(const Fingerprint& fp) {
   e->rec.refcount -= 1;
   new_stats_.referenced_bytes -= e->rec.raw_len;
   if (e->rec.refcount == 0) {
-    uint32_t len = static_cast<uint32_t>(kRecordHeaderSize + e->rec.stored_len);
     new_stats_.chunks -= 1;
     new_stats_.unique_bytes -= e->rec.raw_len;
-    new_stats_.stored_bytes -= len;
-    live_delta_[e->rec.segment] -= len;
+    new_stats_.stored_bytes -= e->rec.share;
+    live_delta_[e->rec.segment] -= e->rec.share;
   }
   return Status::Ok();
 }
 
-Status ChunkStore::Txn::Relocate(const Fingerprint& fp, const ChunkIndexRecord& rec) {
-  const uint32_t len = static_cast<uint32_t>(kRecordHeaderSize + rec.stored_len);
-  std::vector<std::byte> record(len);
-  QCFS_RETURN_IF_ERROR(store_->device_->Read(store_->sb_.SegmentOffset(rec.segment) + rec.offset, record));
-  internal::RecordHeader h;
-  if (!internal::DecodeRecordHeader(record, &h) || h.fp != fp ||
-      !internal::RecordChecksumMatches(record, std::span<const std::byte>(record).subspan(kRecordHeaderSize),
-                                       h.checksum)) {
-    return Status::Errorf(EIO, "chunk {} at segment {} offset {} is damaged; run qcfs check", fp.ShortHex(),
-                          rec.segment, rec.offset);
+Status ChunkStore::Txn::Relocate(uint32_t segment, uint32_t offset,
+                                 const std::vector<std::pair<Fingerprint, ChunkIndexRecord>>& live) {
+  const ChunkIndexRecord& first = live.front().second;
+  std::vector<std::byte> bytes(first.record_len);
+  QCFS_RETURN_IF_ERROR(store_->device_->Read(store_->sb_.SegmentOffset(segment) + offset, bytes));
+  internal::RecordView v;
+  std::string why;
+  if (!internal::ParseRecord(bytes, &v, &why)) {
+    return Status::Errorf(EIO, "record at segment {} offset {}: {}; run qcfs check", segment, offset, why);
   }
-  Location loc{};
-  QCFS_RETURN_IF_ERROR(Stage(record, &loc));
-  live_delta_[rec.segment] -= len;
-  live_delta_[loc.segment] += len;
-  moves_.push_back(Move{fp, rec, loc.segment, loc.offset});
+  std::vector<ChunkIndexRecord> moved;
+  if (live.size() == v.members.size()) {
+    // Every chunk of the record lives: copy it as it is.
+    Location loc{};
+    QCFS_RETURN_IF_ERROR(Stage(bytes, &loc));
+    for (const auto& [fp, rec] : live) {
+      ChunkIndexRecord n = rec;
+      n.segment = loc.segment;
+      n.offset = loc.offset;
+      moved.push_back(n);
+    }
+  } else {
+    // A pack with dead members: repack what lives.
+    std::vector<std::byte> raw(v.raw_len);
+    QCFS_RETURN_IF_ERROR(Decompress(v.codec, v.payload, raw));
+    std::vector<ChunkContent> contents;
+    for (const auto& [fp, rec] : live) {
+      if (uint64_t{rec.pack_offset} + rec.raw_len > raw.size()) return Status::Error(EIO, "pack member out of range");
+      contents.push_back({fp, std::span<const std::byte>(raw).subspan(rec.pack_offset, rec.raw_len)});
+    }
+    CompressionSpec spec{v.codec == Codec::kNone ? Codec::kLz4 : v.codec, 0};
+    EncodedRecord r = contents.size() == 1 ? EncodeChunk(contents[0], spec) : EncodePack(contents, spec);
+    Location loc{};
+    QCFS_RETURN_IF_ERROR(Stage(r.bytes, &loc));
+    for (size_t i = 0; i < live.size(); ++i) {
+      ChunkIndexRecord n = live[i].second;
+      n.segment = loc.segment;
+      n.offset = loc.offset;
+      n.record_len = static_cast<uint32_t>(r.bytes.size());
+      n.codec = static_cast<uint8_t>(r.codec);
+      n.pack_offset = r.members[i].pack_offset;
+      n.pack_raw = r.pack_raw;
+      n.share = r.members[i].share;
+      moved.push_back(n);
+    }
+  }
+  for (size_t i = 0; i < live.size(); ++i) {
+    const ChunkIndexRecord& old = live[i].second;
+    live_delta_[old.segment] -= old.share;
+    live_delta_[moved[i].segment] += moved[i].share;
+    new_stats_.stored_bytes += moved[i].share;
+    new_stats_.stored_bytes -= old.share;
+    moves_.push_back(Move{live[i].first, old, moved[i]});
+  }
   return Status::Ok();
 }
 
 Status ChunkStore::Txn::Prepare(rocksdb::WriteBatch* batch) {
-  prepared_ = true;
   if (write_lock_.owns_lock()) {
     Status s = store_->WriteStaged(&staged_, &closed_segments_);
     write_lock_.unlock();
@@ -617,7 +705,7 @@ Status ChunkStore::Txn::Prepare(rocksdb::WriteBatch* batch) {
     if (e.rec.refcount == 0) {
       if (e.existed) {
         batch->Delete(Sl(key));
-        batch->Delete(Sl(schema::LocationKey(e.rec.segment, e.rec.offset)));
+        batch->Delete(Sl(schema::LocationKey(e.rec.segment, e.rec.offset, e.rec.pack_offset)));
       }
       continue;
     }
@@ -626,18 +714,17 @@ Status ChunkStore::Txn::Prepare(rocksdb::WriteBatch* batch) {
     e.rec.EncodeTo(&value);
     batch->Put(Sl(key), Sl(value));
     if (!e.existed) {
-      batch->Put(Sl(schema::LocationKey(e.rec.segment, e.rec.offset)), rocksdb::Slice(fp.AsStringView()));
+      batch->Put(Sl(schema::LocationKey(e.rec.segment, e.rec.offset, e.rec.pack_offset)),
+                 rocksdb::Slice(fp.AsStringView()));
     }
   }
   for (Move& m : moves_) {
-    ChunkIndexRecord rec = m.old_rec;
-    rec.segment = m.new_segment;
-    rec.offset = m.new_offset;
     std::string value;
-    rec.EncodeTo(&value);
+    m.new_rec.EncodeTo(&value);
     batch->Put(Sl(schema::ChunkKey(m.fp)), Sl(value));
-    batch->Delete(Sl(schema::LocationKey(m.old_rec.segment, m.old_rec.offset)));
-    batch->Put(Sl(schema::LocationKey(m.new_segment, m.new_offset)), rocksdb::Slice(m.fp.AsStringView()));
+    batch->Delete(Sl(schema::LocationKey(m.old_rec.segment, m.old_rec.offset, m.old_rec.pack_offset)));
+    batch->Put(Sl(schema::LocationKey(m.new_rec.segment, m.new_rec.offset, m.new_rec.pack_offset)),
+               rocksdb::Slice(m.fp.AsStringView()));
   }
   {
     std::lock_guard lock(store_->state_mu_);

@@ -2,27 +2,30 @@
 //
 // A chunk is the content of one aligned range of a file (trailing zeros
 // trimmed), identified by its SHA-256 fingerprint. The store keeps each
-// distinct chunk once, compressed, in segments written sequentially, and
-// counts the references to it. Its index (fingerprint -> location, sizes,
-// refcount), the reverse index (location -> fingerprint) and the segment
-// usage table live in the metadata database; only the per-segment live-byte
-// counts and a free bitmap are held in memory (a few bytes per segment).
+// distinct chunk once, compressed, in records appended to segments written
+// sequentially, and counts the references to it. Small chunks are packed:
+// several compressed together in one record, which compresses small files
+// far better than each on its own. The index (fingerprint -> location,
+// sizes, refcount), the reverse index (location -> fingerprint) and the
+// segment usage table live in the metadata database; only per-segment
+// live-byte counts and states are held in memory (a few bytes per segment).
 //
-// Writing is transactional: a Txn stages new chunks and reference changes,
-// Prepare() writes the staged records to the device and syncs it (chunk data
-// is durable before any batch references it), and puts the index, usage and
-// stats records into the caller's WriteBatch. The caller writes the batch
-// and then calls Committed(). Space freed by a batch is reused only after
-// that batch is durable (SyncFreed). Transactions are serialized.
+// Writing happens in two steps. WriteRecords writes new records and syncs
+// the device; their chunks are "provisional": known to the store, but not
+// indexed, and their segments are left alone by the cleaner. Then a Txn
+// turns reference changes into index, usage and stats records in the
+// caller's WriteBatch; the caller writes the batch and calls Committed().
+// So chunk data is durable before any batch references it. Space freed by
+// a batch is reused only after that batch is durable (SyncFreed).
 //
 // Reads need no lock: a chunk moved by the cleaner is found again through
 // the index, and a record that does not match what the index promised is
 // never returned (EIO instead).
 //
-// Thread-safety: all public methods are thread-safe.
+// Thread-safety: all public methods are thread-safe. Transactions are
+// serialized; lock order: txn_mu_, write_mu_, state_mu_.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -57,16 +60,33 @@ struct StoreOptions {
   size_t read_cache_bytes = 32ull << 20;
 };
 
-// A chunk ready to be stored: built from raw bytes on any thread.
-struct PreparedChunk {
+// A chunk's identity and content. The span must outlive the call it is
+// passed to.
+struct ChunkContent {
   Fingerprint fp;
-  uint32_t raw_len = 0;  // content bytes
-  Codec codec = Codec::kNone;
-  std::vector<std::byte> payload;  // compressed (or raw when codec is kNone)
+  std::span<const std::byte> content;  // non-empty, trailing zeros trimmed
 };
 
-// Hashes and compresses `content`. REQUIRES: content is non-empty.
-PreparedChunk PrepareChunk(std::span<const std::byte> content, const CompressionSpec& spec);
+// A record ready to be written: built on any thread (compression is the
+// expensive part), written by ChunkStore::WriteRecords.
+struct EncodedRecord {
+  struct Member {
+    Fingerprint fp;
+    uint32_t raw_len = 0;
+    uint32_t pack_offset = 0;
+    uint32_t share = 0;  // bytes of the record charged to this chunk
+  };
+  std::vector<std::byte> bytes;  // header, member table, payload
+  std::vector<Member> members;
+  Codec codec = Codec::kNone;
+  uint32_t pack_raw = 0;  // packs: decompressed payload length; 0 for one chunk
+};
+
+// A record for one chunk.
+EncodedRecord EncodeChunk(const ChunkContent& chunk, const CompressionSpec& spec);
+// A record packing several small chunks (REQUIRES: at least two, at most
+// 1 MiB of content in all).
+EncodedRecord EncodePack(std::span<const ChunkContent> chunks, const CompressionSpec& spec);
 
 // Length of `data` without its trailing zero bytes (0 when all zero).
 size_t TrimmedLength(std::span<const std::byte> data);
@@ -83,13 +103,6 @@ struct StoreUsage {
   // What new data may still use: free and reclaimable space, less the
   // cleaner's reserve and what buffered writes hold.
   uint64_t available_bytes = 0;
-};
-
-// Where a chunk was found by a verification pass.
-struct ChunkProblem {
-  Fingerprint fp;
-  schema::ChunkIndexRecord record;
-  std::string what;  // "checksum mismatch", ...
 };
 
 class ChunkStore {
@@ -109,14 +122,14 @@ class ChunkStore {
   // no such chunk.
   Result<std::shared_ptr<const std::vector<std::byte>>> Read(const Fingerprint& fp);
 
-  // Writes the records of chunks the store does not hold yet and makes them
-  // durable without indexing them ("provisional" chunks, whose segments the
-  // cleaner leaves alone). A later Txn::AddRef indexes such a chunk without
-  // writing it again. Chunks already indexed are skipped. Call
-  // ForgetProvisional with the same chunks once the batches that reference
-  // them are written (or abandoned).
-  Status WriteChunks(std::span<const PreparedChunk* const> chunks);
-  void ForgetProvisional(std::span<const PreparedChunk* const> chunks);
+  // For each fingerprint, whether the store holds it (indexed or provisional).
+  Result<std::vector<bool>> Known(std::span<const Fingerprint> fps);
+  // Writes records and syncs the device; their chunks become provisional.
+  // Chunks the store already holds are left out of the index later (the
+  // duplicate bytes are dead space). Call ForgetProvisional with the same
+  // records once the batches that reference them are written or abandoned.
+  Status WriteRecords(std::span<const EncodedRecord* const> records);
+  void ForgetProvisional(std::span<const EncodedRecord* const> records);
 
   // Promises `bytes` of future stored data to a buffered write. ENOSPC when
   // the volume cannot hold it even after cleaning.
@@ -126,13 +139,11 @@ class ChunkStore {
   uint64_t ReservationFor(uint64_t raw) const;
 
   // Makes space freed by written batches reusable: syncs the metadata log,
-  // then moves pending segments to the free list and discards them.
+  // discards the freed segments, and returns them to the free list.
   Status SyncFreed();
-
   // Makes sure `bytes` of new records can be written without running out
   // of free segments: syncs freed space and runs the cleaner when needed.
   Status MakeRoom(uint64_t bytes);
-
   // Compacts partly dead segments until `want_free` segments are free or
   // nothing is left to gain. Returns the number of segments reclaimed.
   Result<uint64_t> Clean(uint64_t want_free);
@@ -141,9 +152,10 @@ class ChunkStore {
   const Superblock& superblock() const { return sb_; }
   Device* device() const { return device_; }
 
-  // Reads and checks one chunk record: header, checksum and, when `full`,
-  // decompression and fingerprint. Returns a description of the damage or "".
-  std::string VerifyRecord(const Fingerprint& fp, const schema::ChunkIndexRecord& rec, bool full);
+  // Reads and checks the record holding a chunk: header, member table and
+  // checksum; with `full`, also decompression and the fingerprint of the
+  // content. Returns a description of the damage, or "".
+  std::string VerifyChunk(const Fingerprint& fp, const schema::ChunkIndexRecord& rec, bool full);
 
   // Test hook: runs between a read's index lookup and its device read.
   void SetReadHook(std::function<void()> hook) { read_hook_ = std::move(hook); }
@@ -154,16 +166,20 @@ class ChunkStore {
     uint32_t segment;
     uint32_t offset;
   };
-
-  ChunkStore(Device* device, MetaDb* db, const Superblock& sb, const StoreOptions& options);
-  Status Load();
-
   // Bytes staged for one sequential write to a segment.
   struct Staged {
     uint32_t segment;
     uint32_t start;  // segment offset of bytes[0], 4 KiB aligned
     std::vector<std::byte> bytes;
   };
+  struct Provisional {
+    schema::ChunkIndexRecord rec;  // refcount unused
+    int users = 0;                 // WriteRecords calls that expect it
+  };
+
+  ChunkStore(Device* device, MetaDb* db, const Superblock& sb, const StoreOptions& options);
+  Status Load();
+
   // Allocation and writing (write_mu_ held). Segments filled while staging
   // are appended to `closed`.
   Result<Location> Allocate(uint32_t record_len, std::vector<Staged>* staged, std::vector<uint32_t>* closed);
@@ -172,13 +188,14 @@ class ChunkStore {
                      Location* loc);
   // Writes staged bytes (padded to whole blocks) and syncs the device.
   Status WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t>* closed);
+
   uint64_t AvailableLocked() const;
   uint64_t ImmediateLocked() const;
   void FreeSegmentLocked(uint32_t segment);
 
-  Result<std::shared_ptr<const std::vector<std::byte>>> ReadRecord(const Fingerprint& fp,
-                                                                   const schema::ChunkIndexRecord& rec);
-  // Read cache.
+  // Reads the record at `rec`'s location and extracts the chunk.
+  Result<std::shared_ptr<const std::vector<std::byte>>> ReadChunk(const Fingerprint& fp,
+                                                                  const schema::ChunkIndexRecord& rec);
   std::shared_ptr<const std::vector<std::byte>> CacheGet(const Fingerprint& fp);
   void CachePut(const Fingerprint& fp, std::shared_ptr<const std::vector<std::byte>> data);
 
@@ -188,14 +205,11 @@ class ChunkStore {
   const StoreOptions options_;
   std::function<void()> read_hook_;
 
-  // Serializes transactions. Lock order: txn_mu_, write_mu_, state_mu_.
-  std::mutex txn_mu_;
-  // Serializes allocation and writing of records: one writer at a time
-  // appends to the open segment, from a block boundary.
-  std::mutex write_mu_;
+  std::mutex txn_mu_;    // serializes transactions
+  std::mutex write_mu_;  // one writer appends to the open segment, from a block boundary
 
-  // Guards the in-memory segment table, free and pending sets, stats,
-  // reservations and the open segment.
+  // Guards the segment table, free and pending sets, stats, reservations,
+  // provisional chunks, pins and the open segment.
   mutable std::mutex state_mu_;
   enum SegmentState : uint8_t { kInUse = 0, kFree = 1, kPending = 2 };
   std::vector<uint32_t> live_;      // live bytes per segment
@@ -203,10 +217,6 @@ class ChunkStore {
   uint64_t free_count_ = 0;
   uint32_t free_hint_ = 0;          // no free segment below this index
   std::vector<uint32_t> pending_;   // freed by written batches, not yet durable
-  struct Provisional {
-    schema::ChunkIndexRecord rec;  // refcount unused
-    int users = 0;                 // WriteChunks calls that expect it
-  };
   std::unordered_map<Fingerprint, Provisional, FingerprintHash> provisional_;
   std::unordered_map<uint32_t, int> pinned_;  // segment -> provisional chunks in it
   schema::StoreStats stats_;
@@ -226,23 +236,23 @@ class ChunkStore {
   size_t cache_bytes_ = 0;
 };
 
-// A set of staged chunks and reference changes that commits with one batch.
+// A set of reference changes that commits with one batch.
 class ChunkStore::Txn {
  public:
-  ~Txn();  // without Committed(): abandons the staged changes
+  ~Txn();  // without Committed(): abandons the changes
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
 
-  // Adds one reference to the chunk, staging its record when the store does
-  // not hold it yet.
-  Status AddRef(const PreparedChunk& chunk);
+  // Adds one reference to a chunk, storing it (compressed with `spec`) when
+  // the store does not hold it yet.
+  Status AddRef(const ChunkContent& chunk, const CompressionSpec& spec);
   // Adds one reference to a chunk the store holds. ENOENT if it does not.
   Status AddRefExisting(const Fingerprint& fp);
   // Drops one reference. A chunk without references is freed at commit.
   Status DropRef(const Fingerprint& fp);
 
-  // Writes staged records to the device, syncs it, and adds the index,
-  // reverse index, segment usage and stats records to `batch`.
+  // Writes records staged by this txn to the device, syncs it, and adds the
+  // index, reverse index, segment usage and stats records to `batch`.
   Status Prepare(rocksdb::WriteBatch* batch);
   // Call once `batch` is written: applies the in-memory accounting.
   void Committed();
@@ -258,17 +268,18 @@ class ChunkStore::Txn {
     bool existed = false;  // in the index before this txn
     uint64_t original_refcount = 0;
   };
-  struct Move {  // a live record relocated by the cleaner
+  struct Move {  // a live chunk relocated by the cleaner
     Fingerprint fp;
     schema::ChunkIndexRecord old_rec;
-    uint32_t new_segment;
-    uint32_t new_offset;
+    schema::ChunkIndexRecord new_rec;
   };
 
   // The entry of a chunk in the index or among provisional chunks, or null.
   Result<Entry*> Lookup(const Fingerprint& fp);
   Status Stage(std::span<const std::byte> record, Location* loc);
-  Status Relocate(const Fingerprint& fp, const schema::ChunkIndexRecord& rec);
+  // Relocates the live chunks of the record at (segment, offset).
+  Status Relocate(uint32_t segment, uint32_t offset,
+                  const std::vector<std::pair<Fingerprint, schema::ChunkIndexRecord>>& live);
 
   ChunkStore* store_;
   std::unique_lock<std::mutex> lock_;
@@ -279,7 +290,6 @@ class ChunkStore::Txn {
   std::vector<uint32_t> closed_segments_;  // filled during this txn
   std::unordered_map<uint32_t, int64_t> live_delta_;
   schema::StoreStats new_stats_;
-  bool prepared_ = false;
   bool committed_ = false;
 };
 

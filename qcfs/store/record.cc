@@ -6,39 +6,97 @@
 
 namespace qcfs::internal {
 
-void EncodeRecordHeader(const RecordHeader& h, std::span<const std::byte> payload, std::byte* out) {
-  auto* p = reinterpret_cast<char*>(out);
-  StoreLE32(p, kRecordMagic);
-  p[4] = 1;
-  p[5] = static_cast<char>(h.codec);
-  StoreLE16(p + 6, kRecordHeaderSize);
-  StoreLE32(p + 8, h.stored_len);
-  StoreLE32(p + 12, h.raw_len);
-  std::memcpy(p + 16, h.fp.bytes.data(), Fingerprint::kSize);
-  uint64_t sum = Checksum64(std::span<const std::byte>(out, 48), payload);
-  StoreLE64(p + 48, sum);
+size_t RecordPrefixLength(std::span<const std::byte> head) {
+  if (head.size() < kRecordHeaderSize) return 0;
+  const auto* p = reinterpret_cast<const char*>(head.data());
+  if (LoadLE32(p) != kRecordMagic || p[4] != 1) return 0;
+  if ((static_cast<uint8_t>(p[6]) & kRecordFlagPack) == 0) return kRecordHeaderSize;
+  if (head.size() < kRecordHeaderSize + 2) return 0;
+  uint16_t count = LoadLE16(p + kRecordHeaderSize);
+  return kRecordHeaderSize + 2 + size_t{count} * kMemberEntrySize;
 }
 
-bool DecodeRecordHeader(std::span<const std::byte> in, RecordHeader* h) {
-  if (in.size() < kRecordHeaderSize) return false;
-  const auto* p = reinterpret_cast<const char*>(in.data());
-  if (LoadLE32(p) != kRecordMagic || p[4] != 1 || LoadLE16(p + 6) != kRecordHeaderSize) return false;
+bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string* why) {
+  auto fail = [&](const char* reason) {
+    *why = reason;
+    return false;
+  };
+  if (bytes.size() < kRecordHeaderSize) return fail("record is truncated");
+  const auto* p = reinterpret_cast<const char*>(bytes.data());
+  if (LoadLE32(p) != kRecordMagic || p[4] != 1 || p[7] != 0) return fail("damaged record header");
   auto codec = static_cast<uint8_t>(p[5]);
-  if (codec > static_cast<uint8_t>(Codec::kZstd)) return false;
-  h->codec = static_cast<Codec>(codec);
-  h->stored_len = LoadLE32(p + 8);
-  h->raw_len = LoadLE32(p + 12);
-  if (h->raw_len == 0 || h->raw_len > (1u << 20) || h->stored_len == 0 || h->stored_len > (1u << 21)) return false;
-  if (h->codec == Codec::kNone && h->stored_len != h->raw_len) return false;
-  h->fp = Fingerprint::FromBytes(std::string_view(p + 16, Fingerprint::kSize));
-  h->checksum = LoadLE64(p + 48);
+  auto flags = static_cast<uint8_t>(p[6]);
+  if (codec > static_cast<uint8_t>(Codec::kZstd) || (flags & ~kRecordFlagPack) != 0) {
+    return fail("damaged record header");
+  }
+  RecordView v;
+  v.codec = static_cast<Codec>(codec);
+  v.pack = (flags & kRecordFlagPack) != 0;
+  v.stored_len = LoadLE32(p + 8);
+  v.raw_len = LoadLE32(p + 12);
+  if (v.raw_len == 0 || v.raw_len > kMaxPayload || v.stored_len == 0 || v.stored_len > 2 * kMaxPayload ||
+      (v.codec == Codec::kNone && v.stored_len != v.raw_len)) {
+    return fail("damaged record header");
+  }
+  size_t table = 0;
+  if (v.pack) {
+    if (bytes.size() < kRecordHeaderSize + 2) return fail("record is truncated");
+    uint16_t count = LoadLE16(p + kRecordHeaderSize);
+    if (count < 2) return fail("damaged pack table");
+    table = 2 + size_t{count} * kMemberEntrySize;
+    if (bytes.size() < kRecordHeaderSize + table) return fail("record is truncated");
+    uint64_t sum = 0;
+    for (uint16_t i = 0; i < count; ++i) {
+      RecordMember m;
+      const char* e = p + kRecordHeaderSize + 2 + size_t{i} * kMemberEntrySize;
+      std::memcpy(m.fp_prefix, e, kFpPrefix);
+      m.raw_len = LoadLE32(e + kFpPrefix);
+      if (m.raw_len == 0) return fail("damaged pack table");
+      sum += m.raw_len;
+      v.members.push_back(m);
+    }
+    if (sum != v.raw_len) return fail("damaged pack table");
+  } else {
+    RecordMember m;
+    std::memcpy(m.fp_prefix, p + 16, kFpPrefix);
+    m.raw_len = v.raw_len;
+    v.members.push_back(m);
+  }
+  v.total_len = kRecordHeaderSize + table + v.stored_len;
+  if (bytes.size() < v.total_len) return fail("record is truncated");
+  v.payload = bytes.subspan(kRecordHeaderSize + table, v.stored_len);
+  uint64_t sum = Checksum64(bytes.first(24), bytes.subspan(kRecordHeaderSize, table + v.stored_len));
+  if (sum != LoadLE64(p + 24)) return fail("checksum mismatch");
+  *out = std::move(v);
   return true;
 }
 
-bool RecordChecksumMatches(std::span<const std::byte> header_bytes, std::span<const std::byte> payload,
-                           uint64_t checksum) {
-  if (header_bytes.size() < 48) return false;
-  return Checksum64(header_bytes.first(48), payload) == checksum;
+std::vector<std::byte> BuildRecord(Codec codec, bool pack, std::span<const std::byte> payload, uint32_t raw_len,
+                                   std::span<const RecordMember> members) {
+  size_t table = pack ? 2 + members.size() * kMemberEntrySize : 0;
+  std::vector<std::byte> out(kRecordHeaderSize + table + payload.size());
+  auto* p = reinterpret_cast<char*>(out.data());
+  StoreLE32(p, kRecordMagic);
+  p[4] = 1;
+  p[5] = static_cast<char>(codec);
+  p[6] = static_cast<char>(pack ? kRecordFlagPack : 0);
+  p[7] = 0;
+  StoreLE32(p + 8, static_cast<uint32_t>(payload.size()));
+  StoreLE32(p + 12, raw_len);
+  if (!pack) std::memcpy(p + 16, members[0].fp_prefix, kFpPrefix);
+  if (pack) {
+    StoreLE16(p + kRecordHeaderSize, static_cast<uint16_t>(members.size()));
+    for (size_t i = 0; i < members.size(); ++i) {
+      char* e = p + kRecordHeaderSize + 2 + i * kMemberEntrySize;
+      std::memcpy(e, members[i].fp_prefix, kFpPrefix);
+      StoreLE32(e + kFpPrefix, members[i].raw_len);
+    }
+  }
+  std::memcpy(out.data() + kRecordHeaderSize + table, payload.data(), payload.size());
+  uint64_t sum = Checksum64(std::span<const std::byte>(out).first(24),
+                            std::span<const std::byte>(out).subspan(kRecordHeaderSize));
+  StoreLE64(p + 24, sum);
+  return out;
 }
 
 void EncodeSegmentHeader(const SegmentHeader& h, std::byte* out) {
@@ -48,7 +106,7 @@ void EncodeSegmentHeader(const SegmentHeader& h, std::byte* out) {
   StoreLE32(p + 4, 1);
   StoreLE32(p + 8, h.segment);
   StoreLE64(p + 16, h.sequence);
-  std::memcpy(p + 24, h.uuid.data(), 16);
+  std::memcpy(p + 24, h.uuid, 16);
   StoreLE64(p + 56, Checksum64(std::span<const std::byte>(out, 56)));
 }
 
@@ -59,7 +117,7 @@ bool DecodeSegmentHeader(std::span<const std::byte> in, SegmentHeader* h) {
   if (LoadLE64(p + 56) != Checksum64(in.first(56))) return false;
   h->segment = LoadLE32(p + 8);
   h->sequence = LoadLE64(p + 16);
-  std::memcpy(h->uuid.data(), p + 24, 16);
+  std::memcpy(h->uuid, p + 24, 16);
   return true;
 }
 

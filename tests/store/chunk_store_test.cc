@@ -32,9 +32,9 @@ class ChunkStoreTest : public ::testing::Test {
   }
 
   // Adds one reference to each chunk and commits.
-  void Commit(const std::vector<PreparedChunk>& add, const std::vector<Fingerprint>& drop = {}) {
+  void Commit(const std::vector<ChunkContent>& add, const std::vector<Fingerprint>& drop = {}) {
     auto txn = store_->Begin();
-    for (const auto& c : add) ASSERT_TRUE(txn->AddRef(c).ok());
+    for (const auto& c : add) ASSERT_TRUE(txn->AddRef(c, CompressionSpec{}).ok());
     for (const auto& f : drop) ASSERT_TRUE(txn->DropRef(f).ok());
     rocksdb::WriteBatch batch;
     ASSERT_TRUE(txn->Prepare(&batch).ok());
@@ -49,6 +49,14 @@ class ChunkStoreTest : public ::testing::Test {
     return std::string(reinterpret_cast<const char*>((*r)->data()), (*r)->size());
   }
 
+  // Keeps chunk contents alive for the spans in ChunkContent.
+  ChunkContent Chunk(const std::string& data) {
+    contents_.push_back(std::make_unique<std::string>(data));
+    const std::string& d = *contents_.back();
+    return ChunkContent{Fingerprint::Of(Bytes(d)), Bytes(d)};
+  }
+
+  std::vector<std::unique_ptr<std::string>> contents_;
   TempDir dir_;
   Superblock sb_;
   std::unique_ptr<MemDevice> device_;
@@ -58,8 +66,7 @@ class ChunkStoreTest : public ::testing::Test {
 
 TEST_F(ChunkStoreTest, StoresCompressedAndReadsBack) {
   std::string text = RandomBytes(65536, 7, true);
-  PreparedChunk c = PrepareChunk(Bytes(text), CompressionSpec{});
-  EXPECT_EQ(c.codec, Codec::kLz4);
+  ChunkContent c = Chunk(text);
   Commit({c});
   EXPECT_EQ(ReadBack(c.fp), text);
   StoreUsage u = store_->Usage();
@@ -70,7 +77,7 @@ TEST_F(ChunkStoreTest, StoresCompressedAndReadsBack) {
 
 TEST_F(ChunkStoreTest, IdenticalContentIsStoredOnce) {
   std::string data = RandomBytes(65536, 8);
-  PreparedChunk c = PrepareChunk(Bytes(data), CompressionSpec{});
+  ChunkContent c = Chunk(data);
   Commit({c});
   uint64_t writes = device_->writes();
   Commit({c, c});
@@ -83,7 +90,7 @@ TEST_F(ChunkStoreTest, IdenticalContentIsStoredOnce) {
 
 TEST_F(ChunkStoreTest, LastReferenceFreesTheChunkAndItsSegment) {
   std::string data = RandomBytes(65536, 9);
-  PreparedChunk c = PrepareChunk(Bytes(data), CompressionSpec{});
+  ChunkContent c = Chunk(data);
   uint64_t free_before = store_->Usage().free_segments;
   Commit({c});
   Commit({}, {c.fp});
@@ -97,7 +104,7 @@ TEST_F(ChunkStoreTest, LastReferenceFreesTheChunkAndItsSegment) {
 
 TEST_F(ChunkStoreTest, DamagedChunkReadsAsEioNeverAsWrongBytes) {
   std::string data = RandomBytes(65536, 10, true);
-  PreparedChunk c = PrepareChunk(Bytes(data), CompressionSpec{});
+  ChunkContent c = Chunk(data);
   Commit({c});
   auto value = *db_->Get(schema::ChunkKey(c.fp));
   schema::ChunkIndexRecord rec;
@@ -108,14 +115,16 @@ TEST_F(ChunkStoreTest, DamagedChunkReadsAsEioNeverAsWrongBytes) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), EIO);
   EXPECT_NE(r.status().message().find("checksum mismatch"), std::string::npos) << r.status().ToString();
-  EXPECT_NE(store_->VerifyRecord(c.fp, rec, true), "");
+  EXPECT_NE(store_->VerifyChunk(c.fp, rec, true), "");
 }
 
 TEST_F(ChunkStoreTest, ProvisionalChunksAreIndexedWithoutASecondWrite) {
   std::string data = RandomBytes(65536, 11);
-  PreparedChunk c = PrepareChunk(Bytes(data), CompressionSpec{});
-  const PreparedChunk* list[] = {&c};
-  ASSERT_TRUE(store_->WriteChunks(list).ok());
+  ChunkContent c = Chunk(data);
+  EncodedRecord r = EncodeChunk(c, CompressionSpec{});
+  const EncodedRecord* list[] = {&r};
+  ASSERT_TRUE(store_->WriteRecords(list).ok());
+  EXPECT_TRUE((*store_->Known(std::vector<Fingerprint>{c.fp}))[0]);
   uint64_t writes = device_->writes();
   Commit({c});
   store_->ForgetProvisional(list);
@@ -123,20 +132,65 @@ TEST_F(ChunkStoreTest, ProvisionalChunksAreIndexedWithoutASecondWrite) {
   EXPECT_EQ(ReadBack(c.fp), data);
 }
 
+TEST_F(ChunkStoreTest, SmallChunksArePackedAndReadBackOneByOne) {
+  std::vector<ChunkContent> small;
+  for (int i = 0; i < 12; ++i) small.push_back(Chunk(RandomBytes(2000 + i * 100, 500 + i, true)));
+  EncodedRecord pack = EncodePack(small, *CompressionSpec::Parse("zstd:3"));
+  uint64_t shares = 0;
+  for (auto& m : pack.members) shares += m.share;
+  EXPECT_EQ(shares, pack.bytes.size()) << "the members' shares add up to the record";
+  const EncodedRecord* list[] = {&pack};
+  ASSERT_TRUE(store_->WriteRecords(list).ok());
+  Commit(small);
+  store_->ForgetProvisional(list);
+  for (auto& c : small) EXPECT_EQ(ReadBack(c.fp), std::string(reinterpret_cast<const char*>(c.content.data()), c.content.size()));
+  EXPECT_EQ(store_->Usage().stats.stored_bytes, pack.bytes.size());
+  // Freeing some members keeps the others readable; freeing all frees the record.
+  Commit({}, {small[0].fp, small[5].fp});
+  EXPECT_EQ(ReadBack(small[6].fp).size(), small[6].content.size());
+  std::vector<Fingerprint> rest;
+  for (int i = 0; i < 12; ++i) if (i != 0 && i != 5) rest.push_back(small[i].fp);
+  Commit({}, rest);
+  EXPECT_EQ(store_->Usage().stats, schema::StoreStats{});
+}
+
+TEST_F(ChunkStoreTest, CleanerRepacksPacksWithDeadMembers) {
+  std::vector<ChunkContent> small;
+  for (int i = 0; i < 8; ++i) small.push_back(Chunk(RandomBytes(3000, 600 + i)));
+  EncodedRecord pack = EncodePack(small, CompressionSpec{});
+  const EncodedRecord* list[] = {&pack};
+  ASSERT_TRUE(store_->WriteRecords(list).ok());
+  Commit(small);
+  store_->ForgetProvisional(list);
+  std::vector<ChunkContent> big;
+  for (int i = 0; i < 30; ++i) big.push_back(Chunk(RandomBytes(65536, 700 + i)));
+  Commit(big);
+  std::vector<Fingerprint> drop = {small[1].fp, small[2].fp, small[7].fp};
+  for (auto& b : big) drop.push_back(b.fp);
+  Commit({}, drop);
+  ASSERT_TRUE(store_->Clean(sb_.segment_count).ok());
+  for (int i : {0, 3, 4, 5, 6}) {
+    EXPECT_EQ(ReadBack(small[i].fp),
+              std::string(reinterpret_cast<const char*>(small[i].content.data()), small[i].content.size()));
+  }
+  auto u = store_->Usage();
+  EXPECT_LT(u.stats.stored_bytes, pack.bytes.size()) << "the dead members' bytes are gone";
+}
+
 TEST_F(ChunkStoreTest, WrittenChunksSurviveAPowerCut) {
   std::string data = RandomBytes(65536, 12);
-  PreparedChunk c = PrepareChunk(Bytes(data), CompressionSpec{});
+  ChunkContent c = Chunk(data);
   Commit({c});
   device_->DropUnsynced();
   EXPECT_EQ(ReadBack(c.fp), data);
 }
 
 TEST_F(ChunkStoreTest, CleanerCompactsSegmentsAndKeepsLiveChunksReadable) {
-  std::vector<PreparedChunk> chunks;
+  std::vector<ChunkContent> chunks;
   std::vector<std::string> contents;
   for (int i = 0; i < 60; ++i) {
     contents.push_back(RandomBytes(65536, 100 + i));
-    chunks.push_back(PrepareChunk(Bytes(contents.back()), CompressionSpec{}));
+    chunks.push_back(Chunk(contents.back()));
   }
   Commit(chunks);
   std::vector<Fingerprint> drop;
@@ -152,11 +206,11 @@ TEST_F(ChunkStoreTest, CleanerCompactsSegmentsAndKeepsLiveChunksReadable) {
 }
 
 TEST_F(ChunkStoreTest, ReadFollowsAChunkMovedByTheCleaner) {
-  std::vector<PreparedChunk> chunks;
+  std::vector<ChunkContent> chunks;
   std::vector<std::string> contents;
   for (int i = 0; i < 20; ++i) {
     contents.push_back(RandomBytes(65536, 300 + i));
-    chunks.push_back(PrepareChunk(Bytes(contents.back()), CompressionSpec{}));
+    chunks.push_back(Chunk(contents.back()));
   }
   Commit(chunks);
   std::vector<Fingerprint> drop;
@@ -169,8 +223,8 @@ TEST_F(ChunkStoreTest, ReadFollowsAChunkMovedByTheCleaner) {
     if (!once) return;
     once = false;
     ASSERT_TRUE(store_->Clean(sb_.segment_count).ok());
-    std::vector<PreparedChunk> filler;
-    for (int i = 0; i < 40; ++i) filler.push_back(PrepareChunk(Bytes(RandomBytes(65536, 900 + i)), CompressionSpec{}));
+    std::vector<ChunkContent> filler;
+    for (int i = 0; i < 40; ++i) filler.push_back(Chunk(RandomBytes(65536, 900 + i)));
     Commit(filler);
   });
   EXPECT_EQ(ReadBack(chunks[19].fp), contents[19]);

@@ -47,8 +47,10 @@ struct Inode {
 struct FlushChunk {
   uint64_t index = 0;
   std::shared_ptr<ChunkBuf> buf;
-  bool hole = false;  // all zeros: the extent is removed
-  PreparedChunk chunk;
+  size_t length = 0;  // content bytes (trailing zeros trimmed); 0 is a hole
+  Fingerprint fp;
+
+  std::span<const std::byte> content() const { return std::span<const std::byte>(buf->data).first(length); }
 };
 
 struct FlushItem {

@@ -1,0 +1,283 @@
+#include "qcfs/control/control.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "qcfs/core/log.h"
+
+namespace qcfs {
+namespace {
+
+std::string RealPath(const std::string& path) {
+  char buf[PATH_MAX];
+  if (::realpath(path.c_str(), buf) != nullptr) return buf;
+  return path;
+}
+
+
+Status WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "control channel write");
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
+// Reads up to a newline; fails after timeout_ms without progress.
+Result<std::string> ReadLine(int fd, int timeout_ms) {
+  std::string line;
+  char buf[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "control channel poll");
+    }
+    if (r == 0) return Status::Error(ETIMEDOUT, "the daemon did not answer in time");
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "control channel read");
+    }
+    if (n == 0) return Status::Error(ECONNRESET, "the daemon closed the control channel");
+    line.append(buf, static_cast<size_t>(n));
+    auto nl = line.find('\n');
+    if (nl != std::string::npos) {
+      line.resize(nl);
+      return line;
+    }
+    if (line.size() > (64u << 20)) return Status::Error(EPROTO, "control message too large");
+  }
+}
+
+}  // namespace
+
+bool ProcessRunning(pid_t pid) {
+  if (pid <= 0) return false;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return false;
+  auto close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return false;
+  char state = stat[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
+std::string RuntimeDir() {
+  if (const char* dir = std::getenv("QCFS_RUNTIME_DIR"); dir != nullptr && *dir) return dir;
+  if (::geteuid() == 0) return "/run/qcfs";
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg) return std::string(xdg) + "/qcfs";
+  return "/tmp/qcfs-" + std::to_string(::geteuid());
+}
+
+std::string SocketPathFor(const std::string& mountpoint) {
+  std::string real = RealPath(mountpoint);
+  return fmt::format("{}/{:016x}.sock", RuntimeDir(), XXH64(real.data(), real.size(), 0));
+}
+
+nlohmann::json MountRecord::ToJson() const {
+  return {{"pid", pid}, {"device", device}, {"mountpoint", mountpoint}, {"socket", socket}, {"uuid", uuid},
+          {"owner", owner}};
+}
+
+std::optional<MountRecord> MountRecord::FromJson(const nlohmann::json& j) {
+  try {
+    MountRecord r;
+    r.pid = j.at("pid").get<pid_t>();
+    r.device = j.at("device").get<std::string>();
+    r.mountpoint = j.at("mountpoint").get<std::string>();
+    r.socket = j.at("socket").get<std::string>();
+    r.uuid = j.value("uuid", "");
+    r.owner = j.value("owner", 0u);
+    return r;
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
+Status RegisterMount(const MountRecord& record) {
+  std::error_code ec;
+  std::filesystem::create_directories(RuntimeDir(), ec);
+  if (ec) return Status::Errorf(EIO, "cannot create {}: {}", RuntimeDir(), ec.message());
+  ::chmod(RuntimeDir().c_str(), 0755);
+  std::string path = record.socket.substr(0, record.socket.size() - 5) + ".json";
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << record.ToJson().dump() << "\n";
+    if (!out) return Status::Errorf(EIO, "cannot write {}", tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus(errno, "rename " + tmp);
+  return Status::Ok();
+}
+
+void UnregisterMount(const MountRecord& record) {
+  std::string path = record.socket.substr(0, record.socket.size() - 5) + ".json";
+  ::unlink(path.c_str());
+}
+
+std::vector<MountRecord> ListMounts() {
+  std::vector<MountRecord> out;
+  std::error_code ec;
+  for (auto& entry : std::filesystem::directory_iterator(RuntimeDir(), ec)) {
+    if (entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    auto rec = j.is_discarded() ? std::nullopt : MountRecord::FromJson(j);
+    if (!rec || !ProcessRunning(rec->pid)) {
+      std::filesystem::remove(entry.path(), ec);
+      continue;
+    }
+    out.push_back(*rec);
+  }
+  return out;
+}
+
+std::optional<MountRecord> FindMount(const std::string& path) {
+  // The mountpoint itself is never touched (its daemon may be stuck or gone).
+  std::filesystem::path p(path);
+  if (!p.is_absolute()) p = std::filesystem::current_path() / p;
+  p = p.lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  std::error_code ec;
+  auto parent = std::filesystem::canonical(p.parent_path(), ec);
+  std::string abs = ec ? p.string() : (parent / p.filename()).string();
+  std::string real = RealPath(abs);
+  for (const MountRecord& r : ListMounts()) {
+    if (r.mountpoint == abs || r.device == abs || r.device == real) return r;
+  }
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------- server
+
+ControlServer::ControlServer(std::string path, UniqueFd listener, uid_t owner, Handler handler)
+    : path_(std::move(path)), listener_(std::move(listener)), owner_(owner), handler_(std::move(handler)) {}
+
+Result<std::unique_ptr<ControlServer>> ControlServer::Start(const std::string& path, uid_t owner, Handler handler) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return Status::Errorf(ENAMETOOLONG, "socket path {} is too long", path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoStatus(errno, "socket");
+  ::unlink(path.c_str());
+  mode_t old = ::umask(0177);
+  int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::umask(old);
+  if (rc != 0) return ErrnoStatus(errno, "bind " + path);
+  ::chmod(path.c_str(), 0600);
+  if (::listen(fd.get(), 16) != 0) return ErrnoStatus(errno, "listen " + path);
+  std::unique_ptr<ControlServer> server(new ControlServer(path, std::move(fd), owner, std::move(handler)));
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
+  server->wake_read_.reset(pipefd[0]);
+  server->wake_write_.reset(pipefd[1]);
+  server->thread_ = std::thread([s = server.get()] { s->Loop(); });
+  return server;
+}
+
+ControlServer::~ControlServer() {
+  if (wake_write_.valid()) {
+    char c = 'x';
+    ssize_t n = ::write(wake_write_.get(), &c, 1);
+    (void)n;
+  }
+  if (thread_.joinable()) thread_.join();
+  std::unique_lock lock(active_mu_);
+  active_cv_.wait(lock, [&] { return active_ == 0; });
+  ::unlink(path_.c_str());
+}
+
+void ControlServer::Loop() {
+  for (;;) {
+    pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {wake_read_.get(), POLLIN, 0}};
+    int r = ::poll(fds, 2, -1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    if ((fds[0].revents & POLLIN) == 0) continue;
+    UniqueFd client(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!client.valid()) continue;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        (cred.uid != 0 && cred.uid != owner_)) {
+      nlohmann::json refusal = {{"error", "permission denied: only root and the owner of the mount may control it"},
+                                {"errno", EACCES}};
+      WriteAll(client.get(), refusal.dump() + "\n").IgnoreError();
+      continue;
+    }
+    // Requests can take long (sync); serve each on its own thread.
+    {
+      std::lock_guard lock(active_mu_);
+      ++active_;
+    }
+    std::thread([this, fd = client.release()] {
+      Serve(fd);
+      std::lock_guard lock(active_mu_);
+      --active_;
+      active_cv_.notify_all();
+    }).detach();
+  }
+}
+
+void ControlServer::Serve(int raw_fd) {
+  UniqueFd fd(raw_fd);
+  auto line = ReadLine(fd.get(), 10000);
+  if (!line.ok()) return;
+  nlohmann::json response;
+  auto request = nlohmann::json::parse(*line, nullptr, false);
+  if (request.is_discarded() || !request.is_object()) {
+    response = {{"error", "malformed request"}, {"errno", EINVAL}};
+  } else {
+    try {
+      response = handler_(request);
+    } catch (const std::exception& e) {
+      response = {{"error", std::string("internal error: ") + e.what()}, {"errno", EIO}};
+    }
+  }
+  WriteAll(fd.get(), response.dump() + "\n").IgnoreError();
+}
+
+Result<nlohmann::json> ControlCall(const std::string& socket_path, const nlohmann::json& request, int timeout_ms) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof(addr.sun_path)) return Status::Error(ENAMETOOLONG, "socket path too long");
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoStatus(errno, "socket");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Status::Errorf(errno, "cannot reach the qcfs daemon at {}: {}", socket_path, std::strerror(errno));
+  }
+  QCFS_RETURN_IF_ERROR(WriteAll(fd.get(), request.dump() + "\n"));
+  QCFS_ASSIGN_OR_RETURN(std::string line, ReadLine(fd.get(), timeout_ms));
+  auto response = nlohmann::json::parse(line, nullptr, false);
+  if (response.is_discarded()) return Status::Error(EPROTO, "malformed answer from the daemon");
+  if (response.is_object() && response.contains("error")) {
+    return Status::Error(response.value("errno", EIO), response["error"].get<std::string>());
+  }
+  return response;
+}
+
+}  // namespace qcfs

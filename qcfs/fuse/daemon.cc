@@ -1,0 +1,249 @@
+#include "qcfs/fuse/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "qcfs/control/control.h"
+#include "qcfs/control/volume_service.h"
+#include "qcfs/core/log.h"
+#include "qcfs/core/unique_fd.h"
+#include "qcfs/fs/volume.h"
+#include "qcfs/fuse/fuse_server.h"
+
+namespace qcfs {
+namespace {
+
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      int v = (s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0');
+      out.push_back(static_cast<char>(v));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+void SyslogSink(LogLevel level, std::string_view msg) {
+  int prio = level == LogLevel::kError ? LOG_ERR : level == LogLevel::kWarning ? LOG_WARNING : LOG_INFO;
+  syslog(prio, "%.*s", static_cast<int>(msg.size()), msg.data());
+}
+
+// Writes the startup outcome to the parent: "OK\n" or "ERR errno message\n".
+void Report(int fd, const Status& s) {
+  if (fd < 0) return;
+  std::string line = s.ok() ? "OK\n" : fmt::format("ERR {} {}\n", s.code(), s.ToString());
+  ssize_t n = ::write(fd, line.data(), line.size());
+  (void)n;
+}
+
+// Runs in the daemon: open, mount, serve, and clean up.
+Status Serve(const MountRequest& req, int ready_fd) {
+  MountConfig config = req.config;
+  std::atomic<FuseServer*> server_ptr{nullptr};
+  config.volume.on_attr_changed = [&server_ptr](uint64_t ino) {
+    if (FuseServer* s = server_ptr.load()) s->InvalidateAttr(ino);
+  };
+  auto volume_or = Volume::Open(req.device, config.volume);
+  if (!volume_or.ok()) return volume_or.status();
+  std::unique_ptr<Volume> volume = std::move(volume_or).value();
+  auto server_or = FuseServer::Mount(volume.get(), req.device, req.mountpoint, config);
+  if (!server_or.ok()) return server_or.status();
+  std::unique_ptr<FuseServer> server = std::move(server_or).value();
+  server_ptr = server.get();
+
+  MountRecord record;
+  record.pid = ::getpid();
+  record.device = req.device;
+  record.mountpoint = req.mountpoint;
+  record.socket = SocketPathFor(req.mountpoint);
+  record.uuid = volume->superblock().UuidString();
+  record.owner = ::getuid();
+  Volume* v = volume.get();
+  auto control_or = ControlServer::Start(record.socket, ::getuid(),
+                                         [v](const nlohmann::json& r) { return ServeVolumeRequest(v, r); });
+  if (!control_or.ok()) return control_or.status();
+  std::unique_ptr<ControlServer> control = std::move(control_or).value();
+  QCFS_RETURN_IF_ERROR(RegisterMount(record));
+
+  Report(ready_fd, Status::Ok());
+  if (ready_fd >= 0) {
+    ::close(ready_fd);
+    int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+      if (devnull > 2) ::close(devnull);
+    }
+  }
+  Log(LogLevel::kInfo, "mounted {} on {}", req.device, req.mountpoint);
+  Status run = server->Run();
+  // Detach first, so that nobody waits on a mount that no longer serves,
+  // then flush and close.
+  server_ptr = nullptr;
+  server->Unmount();
+  control.reset();
+  UnregisterMount(record);
+  Status closed = volume->Close();
+  server.reset();
+  if (!closed.ok()) Log(LogLevel::kError, "closing {}: {}", req.device, closed.ToString());
+  else Log(LogLevel::kInfo, "unmounted {} cleanly", req.device);
+  return run.ok() ? closed : run;
+}
+
+}  // namespace
+
+std::string AbsolutePath(const std::string& path) {
+  std::filesystem::path p(path);
+  if (!p.is_absolute()) p = std::filesystem::current_path() / p;
+  p = p.lexically_normal();
+  std::string name = p.filename().string();
+  if (name.empty()) {  // trailing slash
+    p = p.parent_path();
+    name = p.filename().string();
+  }
+  std::error_code ec;
+  auto parent = std::filesystem::canonical(p.parent_path(), ec);
+  if (ec) return p.string();
+  if (name.empty()) return parent.string();
+  return (parent / name).string();
+}
+
+bool IsMountPoint(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // id parent major:minor root mountpoint ...
+    size_t pos = 0;
+    for (int field = 0; field < 4; ++field) {
+      pos = line.find(' ', pos);
+      if (pos == std::string::npos) break;
+      ++pos;
+    }
+    if (pos == std::string::npos) continue;
+    size_t end = line.find(' ', pos);
+    if (Unescape(line.substr(pos, end - pos)) == path) return true;
+  }
+  return false;
+}
+
+Status MountAndServe(const MountRequest& request) {
+  MountRequest req = request;
+  req.mountpoint = AbsolutePath(request.mountpoint);
+  struct stat st {};
+  if (::stat(req.device.c_str(), &st) != 0) return ErrnoStatus(errno, req.device);
+  char real[PATH_MAX];
+  if (::realpath(req.device.c_str(), real) == nullptr) return ErrnoStatus(errno, req.device);
+  req.device = real;
+  if (!req.config.volume.meta_dir.empty()) req.config.volume.meta_dir = AbsolutePath(req.config.volume.meta_dir);
+  if (::stat(req.mountpoint.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Status::Errorf(ENOENT, "mountpoint {} does not exist", req.mountpoint);
+    if (errno == ENOTCONN) {
+      return Status::Errorf(ENOTCONN, "{} is a dead mount (its daemon was killed); run 'qcfs umount {}' first",
+                            req.mountpoint, req.mountpoint);
+    }
+    return ErrnoStatus(errno, req.mountpoint);
+  }
+  if (!S_ISDIR(st.st_mode)) return Status::Errorf(ENOTDIR, "mountpoint {} is not a directory", req.mountpoint);
+  if (IsMountPoint(req.mountpoint)) {
+    return Status::Errorf(EBUSY, "{} is already a mount point; unmount it first", req.mountpoint);
+  }
+  if (auto existing = FindMount(req.device)) {
+    return Status::Errorf(EBUSY, "{} is already mounted at {}", req.device, existing->mountpoint);
+  }
+
+  if (req.config.foreground) {
+    if (::chdir("/") != 0) return ErrnoStatus(errno, "chdir /");
+    return Serve(req, -1);
+  }
+
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
+  pid_t pid = ::fork();
+  if (pid < 0) return ErrnoStatus(errno, "fork");
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    ::setsid();
+    if (::chdir("/") != 0) _exit(1);
+    ::signal(SIGPIPE, SIG_IGN);
+    openlog("qcfs", LOG_PID, LOG_DAEMON);
+    SetLogSink(SyslogSink);
+    Status s = Serve(req, pipefd[1]);
+    if (!s.ok()) {
+      Report(pipefd[1], s);
+      Log(LogLevel::kError, "{}", s.ToString());
+    }
+    _exit(s.ok() ? 0 : 1);
+  }
+  ::close(pipefd[1]);
+  UniqueFd ready(pipefd[0]);
+  std::string answer;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(ready.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    answer.append(buf, static_cast<size_t>(n));
+    if (answer.find('\n') != std::string::npos) break;
+  }
+  if (answer.starts_with("OK")) return Status::Ok();
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (answer.starts_with("ERR ")) {
+    int err = std::atoi(answer.c_str() + 4);
+    auto sp = answer.find(' ', 4);
+    std::string msg = sp == std::string::npos ? answer : answer.substr(sp + 1);
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    return Status::Error(err == 0 ? EIO : err, msg);
+  }
+  return Status::Error(EIO, "the qcfs daemon exited during startup (see the system log)");
+}
+
+Status UnmountVolume(const std::string& mountpoint, bool lazy) {
+  std::string path = AbsolutePath(mountpoint);
+  std::optional<MountRecord> rec = FindMount(path);
+  if (rec) {
+    // Flush while the mount still serves, so that errors can be reported.
+    auto r = ControlCall(rec->socket, {{"op", "sync"}});
+    if (!r.ok() && !lazy) return r.status().WithContext("flushing before unmount");
+  } else if (!IsMountPoint(path)) {
+    return Status::Errorf(EINVAL, "{} is not mounted", path);
+  }
+  if (::geteuid() == 0) {
+    if (::umount2(path.c_str(), lazy ? MNT_DETACH : 0) != 0) {
+      if (errno == EBUSY) {
+        return Status::Errorf(EBUSY, "{} is busy: files are open there (close them, or use --lazy to detach)", path);
+      }
+      if (errno != EINVAL || IsMountPoint(path)) return ErrnoStatus(errno, "umount " + path);
+    }
+  } else {
+    std::string cmd = fmt::format("fusermount3 -u {} '{}'", lazy ? "-z" : "", path);
+    if (std::system(cmd.c_str()) != 0) return Status::Errorf(EIO, "fusermount3 -u {} failed", path);
+  }
+  if (rec) {
+    // The daemon flushes and closes the volume; wait for it.
+    for (int i = 0; ProcessRunning(rec->pid); ++i) {
+      if (i == 6000) return Status::Errorf(ETIMEDOUT, "the daemon (pid {}) has not exited after 10 minutes", rec->pid);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace qcfs

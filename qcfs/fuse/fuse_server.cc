@@ -1,0 +1,525 @@
+#define FUSE_USE_VERSION 312
+#include "qcfs/fuse/fuse_server.h"
+
+#include <fuse3/fuse_lowlevel.h>
+#include <dirent.h>
+#include <sys/xattr.h>
+
+#include <cstring>
+#include <exception>
+#include <vector>
+
+#include "qcfs/core/log.h"
+#include "qcfs/fs/internal/time.h"
+
+namespace qcfs {
+namespace {
+
+FuseServer* Server(fuse_req_t req) { return static_cast<FuseServer*>(fuse_req_userdata(req)); }
+Volume* Vol(fuse_req_t req) { return Server(req)->volume(); }
+
+void ReplyStatus(fuse_req_t req, const Status& s) {
+  int err = s.ok() ? 0 : s.code();
+  if (err < 0 || err > 4095) err = EIO;
+  if (err != 0 && err != ENOENT && err != EEXIST && err != ENODATA && err != ENOTEMPTY && LogEnabled(LogLevel::kDebug)) {
+    Log(LogLevel::kDebug, "request failed: {}", s.ToString());
+  }
+  if (err == EIO || err == EUCLEAN || err == ENOSPC) Log(LogLevel::kWarning, "{}", s.ToString());
+  fuse_reply_err(req, err);
+}
+
+// Runs an operation body; an escaping exception becomes EIO.
+template <typename Fn>
+void Guard(fuse_req_t req, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    Log(LogLevel::kError, "internal error in a FUSE request: {}", e.what());
+    fuse_reply_err(req, EIO);
+  } catch (...) {
+    Log(LogLevel::kError, "internal error in a FUSE request");
+    fuse_reply_err(req, EIO);
+  }
+}
+
+fuse_entry_param Entry(fuse_req_t req, const Attr& a) {
+  const MountConfig& c = Server(req)->config();
+  fuse_entry_param e{};
+  e.ino = a.ino;
+  e.generation = 1;
+  e.attr = a.ToStat();
+  e.attr_timeout = c.attr_timeout;
+  e.entry_timeout = c.entry_timeout;
+  return e;
+}
+
+void ReplyEntry(fuse_req_t req, const Result<Attr>& a) {
+  if (!a.ok()) {
+    if (a.status().code() == ENOENT) {
+      // Negative entry: cache "no such name" too; creations invalidate it.
+      fuse_entry_param e{};
+      e.entry_timeout = Server(req)->config().entry_timeout;
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    return ReplyStatus(req, a.status());
+  }
+  fuse_entry_param e = Entry(req, *a);
+  fuse_reply_entry(req, &e);
+}
+
+void ReplyAttr(fuse_req_t req, const Result<Attr>& a) {
+  if (!a.ok()) return ReplyStatus(req, a.status());
+  struct stat st = a->ToStat();
+  fuse_reply_attr(req, &st, Server(req)->config().attr_timeout);
+}
+
+Caller CallerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return Caller{ctx->uid, ctx->gid};
+}
+
+// Per-open-file state kept in fi->fh.
+struct FileHandle {
+  bool append = false;
+};
+
+// Per-open-directory cursor kept in fi->fh: readdir resumes after the last
+// name it returned instead of counting entries from the start.
+struct DirHandle {
+  std::mutex mu;
+  off_t last_off = 0;     // offset given to the last entry returned
+  std::string last_name;  // and its name
+};
+
+std::vector<char>& ThreadBuffer(size_t size) {
+  thread_local std::vector<char> buf;
+  if (buf.size() < size) buf.resize(size);
+  return buf;
+}
+
+// ---------------------------------------------------------------- ops
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  conn->max_write = 1 << 20;
+  conn->max_read = 0;
+  conn->max_readahead = 1 << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  conn->time_gran = 1;
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, [&] { ReplyEntry(req, Vol(req)->Lookup(parent, name)); });
+}
+
+void OpForget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+void OpForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(req); }
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Guard(req, [&] { ReplyAttr(req, Vol(req)->GetAttr(ino)); });
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  Guard(req, [&] {
+    SetAttrRequest r;
+    if (to_set & FUSE_SET_ATTR_MODE) r.mode = attr->st_mode;
+    if (to_set & FUSE_SET_ATTR_UID) r.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) r.gid = attr->st_gid;
+    if (to_set & FUSE_SET_ATTR_SIZE) r.size = static_cast<uint64_t>(attr->st_size);
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) r.atime_ns = SetAttrRequest::kNow;
+    else if (to_set & FUSE_SET_ATTR_ATIME) r.atime_ns = internal::FromTimespec(attr->st_atim);
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) r.mtime_ns = SetAttrRequest::kNow;
+    else if (to_set & FUSE_SET_ATTR_MTIME) r.mtime_ns = internal::FromTimespec(attr->st_mtim);
+    if (to_set & FUSE_SET_ATTR_CTIME) r.ctime_ns = internal::FromTimespec(attr->st_ctim);
+    ReplyAttr(req, Vol(req)->SetAttr(ino, r));
+  });
+}
+
+void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  Guard(req, [&] {
+    auto target = Vol(req)->Readlink(ino);
+    if (!target.ok()) return ReplyStatus(req, target.status());
+    fuse_reply_readlink(req, target->c_str());
+  });
+}
+
+void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  Guard(req, [&] { ReplyEntry(req, Vol(req)->Mknod(parent, name, mode, rdev, CallerOf(req))); });
+}
+
+void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  Guard(req, [&] { ReplyEntry(req, Vol(req)->Mkdir(parent, name, mode, CallerOf(req))); });
+}
+
+void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->Unlink(parent, name)); });
+}
+
+void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->Rmdir(parent, name)); });
+}
+
+void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  Guard(req, [&] { ReplyEntry(req, Vol(req)->Symlink(parent, name, link, CallerOf(req))); });
+}
+
+void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+              unsigned int flags) {
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->Rename(parent, name, newparent, newname, flags)); });
+}
+
+void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  Guard(req, [&] { ReplyEntry(req, Vol(req)->Link(ino, newparent, newname)); });
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, [&] {
+    auto a = Vol(req)->Open(ino, fi->flags);
+    if (!a.ok()) return ReplyStatus(req, a.status());
+    auto* h = new FileHandle{(fi->flags & O_APPEND) != 0};
+    fi->fh = reinterpret_cast<uint64_t>(h);
+    fi->keep_cache = 1;  // we are the only writer: cached pages stay valid
+    fi->noflush = 0;
+    if (fuse_reply_open(req, fi) != 0) {  // the opener went away
+      Vol(req)->Release(ino).IgnoreError();
+      delete h;
+    }
+  });
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  Guard(req, [&] {
+    auto a = Vol(req)->Create(parent, name, mode, fi->flags, CallerOf(req));
+    if (!a.ok()) return ReplyStatus(req, a.status());
+    auto* h = new FileHandle{(fi->flags & O_APPEND) != 0};
+    fi->fh = reinterpret_cast<uint64_t>(h);
+    fi->keep_cache = 1;
+    fuse_entry_param e = Entry(req, *a);
+    if (fuse_reply_create(req, &e, fi) != 0) {
+      Vol(req)->Release(a->ino).IgnoreError();
+      delete h;
+    }
+  });
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guard(req, [&] {
+    std::vector<char>& buf = ThreadBuffer(size);
+    auto n = Vol(req)->Read(ino, static_cast<uint64_t>(off),
+                            std::span<std::byte>(reinterpret_cast<std::byte*>(buf.data()), size));
+    if (!n.ok()) return ReplyStatus(req, n.status());
+    fuse_reply_buf(req, buf.data(), *n);
+  });
+}
+
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+  Guard(req, [&] {
+    auto* h = reinterpret_cast<FileHandle*>(fi->fh);
+    auto n = Vol(req)->Write(ino, static_cast<uint64_t>(off),
+                             std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size),
+                             h != nullptr && h->append);
+    if (!n.ok()) return ReplyStatus(req, n.status());
+    fuse_reply_write(req, *n);
+  });
+}
+
+void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->FlushHandle(ino)); });
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, [&] {
+    delete reinterpret_cast<FileHandle*>(fi->fh);
+    fi->fh = 0;
+    ReplyStatus(req, Vol(req)->Release(ino));
+  });
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->Fsync(ino, datasync != 0)); });
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, [&] {
+    auto a = Vol(req)->GetAttr(ino);
+    if (!a.ok()) return ReplyStatus(req, a.status());
+    if (!S_ISDIR(a->mode)) return ReplyStatus(req, Status::Error(ENOTDIR, "not a directory"));
+    auto* h = new DirHandle;
+    fi->fh = reinterpret_cast<uint64_t>(h);
+    fi->cache_readdir = 0;
+    if (fuse_reply_open(req, fi) != 0) delete h;
+  });
+}
+
+// Fills one readdir reply into `buf` (returns the bytes used), or fails.
+// Offsets: 1 is ".", 2 is "..", entries from 3 on.
+Result<size_t> FillDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, DirHandle* h, bool plus,
+                       std::vector<char>& buf) {
+  Volume* v = Vol(req);
+  size_t used = 0;
+  auto add = [&](const char* name, const Attr& attr, off_t next) -> bool {
+    size_t room = size - used;
+    size_t n;
+    if (plus) {
+      fuse_entry_param e = Entry(req, attr);
+      n = fuse_add_direntry_plus(req, buf.data() + used, room, name, &e, next);
+    } else {
+      struct stat st {};
+      st.st_ino = attr.ino;
+      st.st_mode = attr.mode;
+      n = fuse_add_direntry(req, buf.data() + used, room, name, &st, next);
+    }
+    if (n > room) return false;
+    used += n;
+    return true;
+  };
+  if (off < 1) {
+    QCFS_ASSIGN_OR_RETURN(Attr self, v->GetAttr(ino));
+    if (!add(".", self, 1)) return used;
+    off = 1;
+  }
+  if (off < 2) {
+    QCFS_ASSIGN_OR_RETURN(Attr parent, v->Lookup(ino, ".."));
+    if (!add("..", parent, 2)) return used;
+    off = 2;
+  }
+  std::string after;
+  if (off > 2 && off != h->last_off) {
+    // A seek to an offset we did not just return: count from the start.
+    off_t skip = off - 2;
+    QCFS_RETURN_IF_ERROR(v->ReadDir(ino, "", [&](const DirEntry& e) {
+      after = e.name;
+      return --skip > 0;
+    }));
+  } else if (off > 2) {
+    after = h->last_name;
+  }
+  off_t next = off + 1;
+  Status s = v->ReadDir(ino, after, [&](const DirEntry& e) {
+    Attr attr;
+    if (plus) {
+      auto a = v->GetAttr(e.ino);
+      if (!a.ok()) return true;  // removed meanwhile: skip it
+      attr = *a;
+    } else {
+      attr.ino = e.ino;
+      attr.mode = static_cast<uint32_t>(DTTOIF(e.type));
+    }
+    if (!add(e.name.c_str(), attr, next)) return false;
+    h->last_name = e.name;
+    h->last_off = next;
+    ++next;
+    return true;
+  });
+  if (!s.ok() && used == 0) return s;
+  return used;
+}
+
+void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  Guard(req, [&] {
+    auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+    std::vector<char>& buf = ThreadBuffer(size);
+    Result<size_t> used = size_t{0};
+    {
+      std::lock_guard lock(h->mu);
+      used = FillDir(req, ino, size, off, h, plus, buf);
+    }
+    // Reply only after the handle is no longer touched: once the kernel
+    // has the answer, releasedir may free it.
+    if (!used.ok()) return ReplyStatus(req, used.status());
+    fuse_reply_buf(req, buf.data(), *used);
+  });
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, ino, size, off, fi, false);
+}
+
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, ino, size, off, fi, true);
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->Fsync(ino, datasync != 0)); });
+}
+
+void OpStatfs(fuse_req_t req, fuse_ino_t) {
+  Guard(req, [&] {
+    auto st = Vol(req)->StatFs();
+    if (!st.ok()) return ReplyStatus(req, st.status());
+    fuse_reply_statfs(req, &*st);
+  });
+}
+
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->SetXattr(ino, name, std::string_view(value, size), flags)); });
+}
+
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  Guard(req, [&] {
+    auto value = Vol(req)->GetXattr(ino, name);
+    if (!value.ok()) return ReplyStatus(req, value.status());
+    if (size == 0) return (void)fuse_reply_xattr(req, value->size());
+    if (size < value->size()) return ReplyStatus(req, Status::Error(ERANGE, "buffer too small"));
+    fuse_reply_buf(req, value->data(), value->size());
+  });
+}
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Guard(req, [&] {
+    auto names = Vol(req)->ListXattr(ino);
+    if (!names.ok()) return ReplyStatus(req, names.status());
+    std::string list;
+    for (const std::string& n : *names) {
+      list += n;
+      list.push_back('\0');
+    }
+    if (size == 0) return (void)fuse_reply_xattr(req, list.size());
+    if (size < list.size()) return ReplyStatus(req, Status::Error(ERANGE, "buffer too small"));
+    fuse_reply_buf(req, list.data(), list.size());
+  });
+}
+
+void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->RemoveXattr(ino, name)); });
+}
+
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info*) {
+  Guard(req, [&] {
+    if (offset < 0 || length <= 0) return ReplyStatus(req, Status::Error(EINVAL, "invalid range"));
+    ReplyStatus(req, Vol(req)->Fallocate(ino, mode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length)));
+  });
+}
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops{};
+  ops.init = OpInit;
+  ops.lookup = OpLookup;
+  ops.forget = OpForget;
+  ops.forget_multi = OpForgetMulti;
+  ops.getattr = OpGetattr;
+  ops.setattr = OpSetattr;
+  ops.readlink = OpReadlink;
+  ops.mknod = OpMknod;
+  ops.mkdir = OpMkdir;
+  ops.unlink = OpUnlink;
+  ops.rmdir = OpRmdir;
+  ops.symlink = OpSymlink;
+  ops.rename = OpRename;
+  ops.link = OpLink;
+  ops.open = OpOpen;
+  ops.create = OpCreate;
+  ops.read = OpRead;
+  ops.write = OpWrite;
+  ops.flush = OpFlush;
+  ops.release = OpRelease;
+  ops.fsync = OpFsync;
+  ops.opendir = OpOpendir;
+  ops.readdir = OpReaddir;
+  ops.readdirplus = OpReaddirplus;
+  ops.releasedir = OpReleasedir;
+  ops.fsyncdir = OpFsyncdir;
+  ops.statfs = OpStatfs;
+  ops.setxattr = OpSetxattr;
+  ops.getxattr = OpGetxattr;
+  ops.listxattr = OpListxattr;
+  ops.removexattr = OpRemovexattr;
+  ops.fallocate = OpFallocate;
+  return ops;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<FuseServer>> FuseServer::Mount(Volume* volume, const std::string& device,
+                                                      const std::string& mountpoint, const MountConfig& config) {
+  std::unique_ptr<FuseServer> server(new FuseServer(volume, config));
+  std::string opts = "fsname=" + device + ",subtype=qcfs,default_permissions";
+  if (config.allow_other) opts += ",allow_other";
+  if (config.volume.read_only) opts += ",ro";
+  for (const std::string& o : config.fuse_options) opts += "," + o;
+  std::vector<std::string> argv_s = {"qcfs", "-o", opts};
+  if (config.debug) argv_s.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  static const fuse_lowlevel_ops kOps = MakeOps();
+  server->session_ = fuse_session_new(&args, &kOps, sizeof kOps, server.get());
+  fuse_opt_free_args(&args);
+  if (server->session_ == nullptr) return Status::Error(EINVAL, "cannot create the FUSE session (bad options?)");
+  if (fuse_session_mount(server->session_, mountpoint.c_str()) != 0) {
+    return Status::Errorf(EIO, "cannot mount on {} (is /dev/fuse available and the mountpoint usable?)", mountpoint);
+  }
+  server->mounted_ = true;
+  server->inval_thread_ = std::thread([s = server.get()] { s->InvalidationLoop(); });
+  return server;
+}
+
+FuseServer::~FuseServer() {
+  {
+    std::lock_guard lock(inval_mu_);
+    inval_stop_ = true;
+  }
+  inval_cv_.notify_all();
+  if (inval_thread_.joinable()) inval_thread_.join();
+  Unmount();
+  if (signals_installed_) fuse_remove_signal_handlers(session_);
+  if (session_ != nullptr) fuse_session_destroy(session_);
+}
+
+Status FuseServer::Run() {
+  if (fuse_set_signal_handlers(session_) != 0) return Status::Error(EIO, "cannot install signal handlers");
+  signals_installed_ = true;
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(cfg, 0);
+  fuse_loop_cfg_set_idle_threads(cfg, 16);
+  fuse_loop_cfg_set_max_threads(cfg, 64);
+  int rc = fuse_session_loop_mt(session_, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  // rc > 0 is the signal that ended the loop; that is a clean shutdown.
+  if (rc < 0) return Status::Errorf(-rc, "FUSE loop failed: {}", std::strerror(-rc));
+  return Status::Ok();
+}
+
+void FuseServer::Unmount() {
+  if (mounted_ && session_ != nullptr) {
+    fuse_session_unmount(session_);
+    mounted_ = false;
+  }
+}
+
+void FuseServer::InvalidateAttr(uint64_t ino) {
+  {
+    std::lock_guard lock(inval_mu_);
+    if (inval_queue_.size() > 100000) return;  // the kernel's copy just expires later
+    inval_queue_.push_back(ino);
+  }
+  inval_cv_.notify_one();
+}
+
+void FuseServer::InvalidationLoop() {
+  std::unique_lock lock(inval_mu_);
+  for (;;) {
+    inval_cv_.wait(lock, [&] { return inval_stop_ || !inval_queue_.empty(); });
+    if (inval_stop_) return;
+    uint64_t ino = inval_queue_.front();
+    inval_queue_.pop_front();
+    lock.unlock();
+    // Attributes only (negative offset): cached pages stay valid.
+    fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+    lock.lock();
+  }
+}
+
+}  // namespace qcfs

@@ -1,0 +1,39 @@
+// Mount options: what `qcfs mount -o ...`, mount(8) and fstab pass.
+//
+// QCFS's own options set VolumeOptions; the generic options of mount(8)
+// (rw, ro, dev, nosuid, noatime...) go to the kernel through libfuse; those
+// that only matter to mount(8) or fstab (auto, noauto, nofail, _netdev,
+// user, defaults, x-*) are accepted and ignored. Anything else is an error
+// that names the option.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "qcfs/core/status.h"
+#include "qcfs/fs/volume.h"
+
+namespace qcfs {
+
+struct MountConfig {
+  VolumeOptions volume;
+  // Options handed to libfuse ("-o" list), e.g. "fsname=/dev/sdb1".
+  std::vector<std::string> fuse_options;
+  bool allow_other = false;
+  bool foreground = false;
+  bool debug = false;  // log every FUSE request
+  // Kernel cache lifetime of attributes and names (seconds). We are the
+  // only writer, so long timeouts are safe; changes the kernel cannot see
+  // are invalidated explicitly.
+  double attr_timeout = 3600;
+  double entry_timeout = 3600;
+};
+
+// Parses comma-separated option lists (each as given after one -o) into
+// `config`. Later options override earlier ones.
+Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* config);
+
+// The text of every QCFS-specific option, for --help.
+const char* MountOptionsHelp();
+
+}  // namespace qcfs
