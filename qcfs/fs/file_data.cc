@@ -130,12 +130,25 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
 
 Result<Attr> Volume::Open(uint64_t ino, int flags) {
   QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
-  std::lock_guard stripe(StripeFor(ino));
-  if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
   const bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
-  if (writing && options_.read_only) return Status::Error(EROFS, "volume is mounted read-only");
-  if (writing && S_ISDIR(inode->rec.mode)) return Status::Error(EISDIR, "is a directory");
-  inode->open_count += 1;
+  bool truncate = false;
+  {
+    std::lock_guard stripe(StripeFor(ino));
+    if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
+    if (writing && options_.read_only) return Status::Error(EROFS, "volume is mounted read-only");
+    if (writing && S_ISDIR(inode->rec.mode)) return Status::Error(EISDIR, "is a directory");
+    inode->open_count += 1;
+    truncate = (flags & O_TRUNC) && S_ISREG(inode->rec.mode) && inode->size > 0;
+  }
+  if (truncate) {
+    // O_TRUNC arrives with the open (the kernel's atomic_o_trunc).
+    Status s = Truncate(inode, 0, internal::NowNs());
+    if (!s.ok()) {
+      Release(ino).IgnoreError();
+      return s;
+    }
+  }
+  std::lock_guard stripe(StripeFor(ino));
   return ToAttr(ino, inode->rec, inode.get());
 }
 
