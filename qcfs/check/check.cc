@@ -583,7 +583,6 @@ Result<CheckReport> CheckVolume(const std::string& device, const CheckOptions& o
   vo.read_only = !options.repair;
   vo.maintenance = options.repair;
   vo.atime = AtimeMode::kNoatime;
-  vo.store.read_cache_bytes = 0;  // read every chunk from the device
   QCFS_ASSIGN_OR_RETURN(auto volume, Volume::Open(device, vo));
   CheckReport report;
   Checker checker(volume.get(), options, &report);

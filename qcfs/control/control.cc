@@ -225,6 +225,7 @@ void ControlServer::Loop() {
         (cred.uid != 0 && cred.uid != owner_)) {
       nlohmann::json refusal = {{"error", "permission denied: only root and the owner of the mount may control it"},
                                 {"errno", EACCES}};
+      ReadLine(client.get(), 1000).IgnoreError();  // the request, so that the peer can read the answer
       WriteAll(client.get(), refusal.dump() + "\n").IgnoreError();
       continue;
     }
@@ -270,8 +271,11 @@ Result<nlohmann::json> ControlCall(const std::string& socket_path, const nlohman
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     return Status::Errorf(errno, "cannot reach the qcfs daemon at {}: {}", socket_path, std::strerror(errno));
   }
-  QCFS_RETURN_IF_ERROR(WriteAll(fd.get(), request.dump() + "\n"));
-  QCFS_ASSIGN_OR_RETURN(std::string line, ReadLine(fd.get(), timeout_ms));
+  Status sent = WriteAll(fd.get(), request.dump() + "\n");
+  // Even when sending failed the daemon may have answered (a refusal).
+  auto line_or = ReadLine(fd.get(), timeout_ms);
+  if (!line_or.ok()) return sent.ok() ? line_or.status() : sent;
+  std::string line = std::move(line_or).value();
   auto response = nlohmann::json::parse(line, nullptr, false);
   if (response.is_discarded()) return Status::Error(EPROTO, "malformed answer from the daemon");
   if (response.is_object() && response.contains("error")) {

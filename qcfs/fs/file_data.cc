@@ -108,6 +108,7 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
     }
     QCFS_RETURN_IF_ERROR(ReserveBuffer());
     auto buf = std::make_shared<ChunkBuf>();
+    buf->seq = write_seq_.fetch_add(1);
     buf->data.assign(chunk_size_, std::byte{0});
     if (from_inflight) {
       buf->data = from_inflight->data;
@@ -191,7 +192,7 @@ Status Volume::Fsync(uint64_t ino, bool datasync) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
   InodeRef inode = FindState(ino);
   if (inode) {
-    QCFS_RETURN_IF_ERROR(FlushInodes({inode}, true));
+    QCFS_RETURN_IF_ERROR(FlushInodes({inode}));
     std::lock_guard stripe(StripeFor(ino));
     QCFS_RETURN_IF_ERROR(std::exchange(inode->write_error, Status::Ok()));
   }
@@ -325,10 +326,12 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
     // Backpressure: wait while buffered data is at its limit.
     const uint64_t need = (data.size() / chunk_size_ + 2) * chunk_size_;
     std::unique_lock lock(flush_mu_);
-    if (buffered_bytes_ + need > options_.cache_bytes) {
+    if (buffered_bytes_ + need > buffer_limit_) {
       flush_requested_ = true;
       flush_cv_.notify_one();
-      drained_cv_.wait(lock, [&] { return stopping_ || buffered_bytes_ + need <= options_.cache_bytes; });
+      drained_cv_.wait(lock, [&] {
+        return stopping_ || buffered_bytes_ == 0 || buffered_bytes_ + need <= buffer_limit_;
+      });
     }
   }
   Status result;
@@ -371,7 +374,7 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
   bool pressure;
   {
     std::lock_guard lock(flush_mu_);
-    pressure = buffered_bytes_ > options_.cache_bytes / 4;
+    pressure = buffered_bytes_ > buffer_limit_ / 4;
   }
   if (pressure) WakeFlusher();
   return data.size();
@@ -379,36 +382,70 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
 
 // ---------------------------------------------------------------- flush
 
-Status Volume::FlushInodes(std::vector<InodeRef> inodes, bool sync) {
+Status Volume::FlushInodes(std::vector<InodeRef> inodes) {
   std::sort(inodes.begin(), inodes.end(), [](const InodeRef& a, const InodeRef& b) { return a->ino < b->ino; });
   inodes.erase(std::unique(inodes.begin(), inodes.end()), inodes.end());
+  const uint64_t upto = write_seq_.load();
   std::vector<std::unique_lock<std::mutex>> locks;
   locks.reserve(inodes.size());
   for (const InodeRef& inode : inodes) locks.emplace_back(inode->flush_mu);
-  return FlushLocked(inodes, sync);
+  return FlushLocked(inodes, upto);
 }
 
-Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, bool sync) {
+Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto) {
+  for (;;) {
+    bool more = false;
+    QCFS_RETURN_IF_ERROR(FlushRound(inodes, upto, &more));
+    if (!more) return Status::Ok();
+  }
+}
+
+Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more) {
+  // Take chunks written up to `upto`, at most round_bytes_ of them: the
+  // round's encoded records must fit the memory budget too.
   std::vector<FlushItem> items;
+  uint64_t taken = 0;
+  *more = false;
   for (const InodeRef& inode : inodes) {
     std::lock_guard stripe(StripeFor(inode->ino));
     if (inode->purged) continue;
     FlushItem item;
     item.inode = inode;
-    item.size = inode->size;
-    for (auto& [index, buf] : inode->dirty) {
+    bool all = true;
+    uint64_t covered = inode->rec.size;
+    for (auto it = inode->dirty.begin(); it != inode->dirty.end();) {
+      if (it->second->seq > upto) {  // written after the flush began
+        ++it;
+        continue;
+      }
+      if (taken >= round_bytes_) {
+        all = false;
+        *more = true;
+        break;
+      }
       FlushChunk c;
-      c.index = index;
-      c.buf = buf;
-      inode->inflight[index] = buf;
+      c.index = it->first;
+      c.buf = it->second;
+      inode->inflight[c.index] = c.buf;
+      covered = std::max(covered, std::min<uint64_t>((c.index + 1) * chunk_size_, inode->size));
       item.chunks.push_back(std::move(c));
+      taken += chunk_size_;
+      it = inode->dirty.erase(it);
     }
-    inode->dirty.clear();
-    inode->dirty_since.store(0);
+    // The size persisted with the chunks covers only data that is in them
+    // or already stored.
+    item.size = all && std::none_of(inode->dirty.begin(), inode->dirty.end(),
+                                    [&](auto& d) { return d.second->seq <= upto; })
+                    ? inode->size
+                    : covered;
+    if (inode->dirty.empty()) inode->dirty_since.store(0);
     if (item.chunks.empty() && !inode->attr_dirty && item.size == inode->rec.size) continue;
     items.push_back(std::move(item));
   }
-  if (items.empty()) return Status::Ok();
+  if (items.empty()) {
+    *more = false;
+    return Status::Ok();
+  }
 
   // 1. Fingerprints, on the pool.
   std::vector<FlushChunk*> all;
@@ -434,7 +471,7 @@ Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, bool sync) {
   }
   auto known_or = store_->Known(distinct);
   std::vector<EncodedRecord> records;
-  if (!known_or.ok()) return CommitFlush(items, records, known_or.status(), sync);
+  if (!known_or.ok()) return CommitFlush(items, records, known_or.status());
   const std::vector<bool>& known = *known_or;
 
   // 3. New chunks become records: large ones on their own, small ones packed
@@ -463,11 +500,10 @@ Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, bool sync) {
   pool_->ParallelFor(jobs.size(), [&](size_t i) {
     records[i] = jobs[i].size() == 1 ? EncodeChunk(jobs[i][0], spec) : EncodePack(jobs[i], spec);
   });
-  return CommitFlush(items, records, Status::Ok(), sync);
+  return CommitFlush(items, records, Status::Ok());
 }
 
-Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared,
-                           bool sync) {
+Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared) {
   std::vector<const EncodedRecord*> list;
   uint64_t bytes = 0;
   for (const EncodedRecord& r : records) {
@@ -523,7 +559,7 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRec
           PutInode(&batch, in->ino, rec);
           s = txn->Prepare(&batch);
         }
-        if (s.ok()) s = WriteBatch(&batch, sync);
+        if (s.ok()) s = WriteBatch(&batch);
         if (s.ok()) {
           txn->Committed();
           in->rec.size = rec.size;
@@ -557,7 +593,7 @@ Status Volume::Sync() {
     std::lock_guard lock(states_mu_);
     for (auto& [ino, inode] : states_) all.push_back(inode);
   }
-  Status s = FlushInodes(all, false);
+  Status s = FlushInodes(all);
   Status w = db_->SyncWal();
   if (s.ok()) s = w;
   Status f = store_->SyncFreed();
@@ -572,7 +608,7 @@ void Volume::FlusherLoop() {
     flush_cv_.wait_for(lock, tick,
                        [&] { return stopping_ || flush_requested_ || release_queue_.size() >= kReleaseBatch; });
     if (stopping_) break;
-    const bool pressure = flush_requested_ || buffered_bytes_ > options_.cache_bytes / 4;
+    const bool pressure = flush_requested_ || buffered_bytes_ > buffer_limit_ / 4;
     flush_requested_ = false;
     std::vector<InodeRef> todo = std::move(release_queue_);
     release_queue_.clear();
@@ -588,7 +624,7 @@ void Volume::FlusherLoop() {
       }
     }
     if (!todo.empty()) {
-      Status s = FlushInodes(std::move(todo), false);
+      Status s = FlushInodes(std::move(todo));
       if (!s.ok()) Log(LogLevel::kError, "background flush: {}", s.ToString());
     }
     Status s = store_->SyncFreed();
@@ -604,7 +640,7 @@ void Volume::FlusherLoop() {
 Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
   if (size > kMaxFileSize) return Status::Error(EFBIG, "size exceeds the maximum file size");
   std::lock_guard flush(inode->flush_mu);
-  QCFS_RETURN_IF_ERROR(FlushLocked({inode}, false));
+  QCFS_RETURN_IF_ERROR(FlushLocked({inode}, write_seq_.load()));
   std::unique_lock stripe(StripeFor(inode->ino));
   if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", inode->ino);
   const uint64_t ino = inode->ino;
@@ -675,7 +711,7 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
 
 Status Volume::ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length) {
   std::lock_guard flush(inode->flush_mu);
-  QCFS_RETURN_IF_ERROR(FlushLocked({inode}, false));
+  QCFS_RETURN_IF_ERROR(FlushLocked({inode}, write_seq_.load()));
   std::unique_lock stripe(StripeFor(inode->ino));
   if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", inode->ino);
   const uint64_t ino = inode->ino;

@@ -102,6 +102,9 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
   }
   if (exists && !options.force) {
     QCFS_ASSIGN_OR_RETURN(std::string sig, ProbeExistingSignature(device_path));
+    if (sig == "qcfs") {
+      return Status::Errorf(EEXIST, "{} holds a QCFS volume; refusing to overwrite it without --force", device_path);
+    }
     if (!sig.empty()) {
       return Status::Errorf(EEXIST, "{} holds a{} {} signature; refusing to overwrite it without --force",
                             device_path, sig == "ext4" || sig == "xfs" ? "n" : "", sig);
@@ -192,9 +195,18 @@ Volume::Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaDb> db, const
       db_(std::move(db)),
       sb_(sb),
       chunk_size_(sb.chunk_size),
-      compression_(options.compression.value_or(sb.compression)) {}
+      compression_(options.compression.value_or(sb.compression)) {
+  buffer_limit_ = options.cache_bytes / 2;
+  round_bytes_ = std::max<uint64_t>(options.cache_bytes / 8, 4ull * sb.chunk_size);
+}
 
-Result<std::unique_ptr<Volume>> Volume::Open(const std::string& device_path, const VolumeOptions& options) {
+Result<std::unique_ptr<Volume>> Volume::Open(const std::string& device_path, const VolumeOptions& given) {
+  // Every cache is a share of the one memory budget (cache_bytes).
+  VolumeOptions options = given;
+  options.cache_bytes = std::max<uint64_t>(options.cache_bytes, 16ull << 20);
+  options.store.read_cache_bytes = options.cache_bytes / 16;
+  options.meta.block_cache_bytes = options.cache_bytes / 16;
+  options.meta.write_buffer_bytes = std::max<uint64_t>(options.cache_bytes / 32, 1ull << 20);
   DeviceOptions dopts;
   dopts.read_only = options.read_only;
   auto device_or = OpenDevice(device_path, dopts);

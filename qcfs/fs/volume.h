@@ -64,7 +64,10 @@ struct VolumeOptions {
   bool maintenance = false;
   // Compression of new chunks; unset means the volume's default (mkfs).
   std::optional<CompressionSpec> compression;
-  // Bytes of buffered file data (dirty and being flushed). Default 256 MiB.
+  // Memory for data, in all (default 256 MiB): half for buffered writes,
+  // an eighth for the flush pipeline, a sixteenth each for the chunk read
+  // cache and the metadata block cache, three thirty-seconds for metadata
+  // memtables. The daemon's resident size stays near this whatever it writes.
   uint64_t cache_bytes = 256ull << 20;
   // Buffered data is flushed at most this long after it was written. Default 5 s.
   uint32_t flush_interval_ms = 5000;
@@ -259,13 +262,16 @@ class Volume {
                                                              std::unique_lock<std::mutex>* stripe, bool overwrite);
   Status ReserveBuffer();
   void ReleaseBuffer(size_t count);
-  Status FlushInodes(std::vector<InodeRef> inodes, bool sync);
-  // REQUIRES: the flush_mu of every inode is held.
-  Status FlushLocked(const std::vector<InodeRef>& inodes, bool sync);
+  // Flushes every chunk of `inodes` written so far.
+  Status FlushInodes(std::vector<InodeRef> inodes);
+  // Flushes the chunks of `inodes` written up to write sequence `upto`, in
+  // rounds of at most round_bytes_. REQUIRES: every inode's flush_mu is held.
+  Status FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto);
+  // One round; sets *more when chunks up to `upto` are left.
+  Status FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more);
   // Writes the new records, then commits each file's extents, or records
   // the failure (`prepared`, or the write's) as the files' write error.
-  Status CommitFlush(std::vector<internal::FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared,
-                     bool sync);
+  Status CommitFlush(std::vector<internal::FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared);
   Status Truncate(const InodeRef& inode, uint64_t size, int64_t now);
   Status ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length);
   void FlusherLoop();
@@ -301,6 +307,9 @@ class Volume {
   std::condition_variable flush_cv_;     // wakes the flusher
   std::condition_variable drained_cv_;   // wakes writers waiting for room
   uint64_t buffered_bytes_ = 0;          // dirty + in-flight chunk buffers
+  uint64_t buffer_limit_ = 0;            // cap on buffered_bytes_
+  uint64_t round_bytes_ = 0;             // chunks taken by one flush round
+  std::atomic<uint64_t> write_seq_{1};   // stamps new chunk buffers
   uint64_t flush_rounds_ = 0;            // completed flusher rounds
   bool flush_requested_ = false;
   bool stopping_ = false;

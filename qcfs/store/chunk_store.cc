@@ -256,12 +256,16 @@ Result<ChunkStore::Location> ChunkStore::Allocate(uint32_t record_len, std::vect
 }
 
 Status ChunkStore::StageRecord(std::span<const std::byte> record, std::vector<Staged>* staged,
-                               std::vector<uint32_t>* closed, Location* loc) {
+                               std::vector<uint32_t>* closed, Location* loc, bool borrow) {
   if (record.size() + kSegmentHeaderSize > sb_.segment_size) {
     return Status::Errorf(EINVAL, "record of {} bytes does not fit a segment", record.size());
   }
   QCFS_ASSIGN_OR_RETURN(*loc, Allocate(static_cast<uint32_t>(record.size()), staged, closed));
-  if (staged->empty() || staged->back().segment != loc->segment ||
+  if (borrow) {
+    staged->push_back(Staged{loc->segment, loc->offset, {}, record});
+    return Status::Ok();
+  }
+  if (staged->empty() || !staged->back().borrowed.empty() || staged->back().segment != loc->segment ||
       staged->back().start + staged->back().bytes.size() != loc->offset) {
     staged->push_back(Staged{loc->segment, loc->offset, {}});
     staged->back().bytes.reserve(sb_.segment_size / 4);
@@ -274,10 +278,7 @@ Status ChunkStore::StageRecord(std::span<const std::byte> record, std::vector<St
 Status ChunkStore::WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t>* closed) {
   if (staged->empty()) return Status::Ok();
   std::vector<IoOp> ops;
-  for (Staged& st : *staged) {
-    st.bytes.resize(RoundUp(st.bytes.size(), kBlockSize));
-    ops.push_back(IoOp::Write(sb_.SegmentOffset(st.segment) + st.start, st.bytes));
-  }
+  for (const Staged& st : *staged) ops.push_back(IoOp::Write(sb_.SegmentOffset(st.segment) + st.start, st.data()));
   Status s = device_->Submit(ops);
   if (s.ok()) s = device_->Sync();
   {
@@ -317,7 +318,7 @@ Status ChunkStore::WriteRecords(std::span<const EncodedRecord* const> records) {
   Status s;
   for (const EncodedRecord* r : records) {
     Location loc{};
-    s = StageRecord(r->bytes, &staged, &closed, &loc);
+    s = StageRecord(r->bytes, &staged, &closed, &loc, /*borrow=*/true);
     if (!s.ok()) break;
     where.push_back(loc);
   }

@@ -166,11 +166,14 @@ class ChunkStore {
     uint32_t segment;
     uint32_t offset;
   };
-  // Bytes staged for one sequential write to a segment.
+  // Bytes staged for one write to a segment: owned (copied), or borrowed
+  // from the caller until WriteStaged returns.
   struct Staged {
     uint32_t segment;
-    uint32_t start;  // segment offset of bytes[0], 4 KiB aligned
+    uint32_t start;  // segment offset of the first byte
     std::vector<std::byte> bytes;
+    std::span<const std::byte> borrowed;
+    std::span<const std::byte> data() const { return borrowed.empty() ? std::span<const std::byte>(bytes) : borrowed; }
   };
   struct Provisional {
     schema::ChunkIndexRecord rec;  // refcount unused
@@ -184,9 +187,11 @@ class ChunkStore {
   // are appended to `closed`.
   Result<Location> Allocate(uint32_t record_len, std::vector<Staged>* staged, std::vector<uint32_t>* closed);
   Status OpenSegment(std::vector<Staged>* staged);
+  // Stages one record; `borrow` writes it from the caller's buffer.
   Status StageRecord(std::span<const std::byte> record, std::vector<Staged>* staged, std::vector<uint32_t>* closed,
-                     Location* loc);
-  // Writes staged bytes (padded to whole blocks) and syncs the device.
+                     Location* loc, bool borrow = false);
+  // Writes staged bytes and syncs the device; the next write starts on a
+  // fresh block.
   Status WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t>* closed);
 
   uint64_t AvailableLocked() const;

@@ -60,7 +60,7 @@ TEST(BadInput, MkfsRefusesToOverwriteQcfsAndTakesForce) {
   ASSERT_EQ(Qcfs("mkfs --size 128M " + img).exit_code, 0);
   auto again = Qcfs("mkfs " + img);
   EXPECT_EQ(again.exit_code, 1);
-  EXPECT_NE(again.output.find("qcfs"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("holds a QCFS volume"), std::string::npos) << again.output;
   EXPECT_EQ(Qcfs("mkfs --force " + img).exit_code, 0);
   auto size = Qcfs("mkfs --size banana " + dir.Join("w.img"));
   EXPECT_EQ(size.exit_code, 1);

@@ -19,6 +19,7 @@ namespace qcfs::internal {
 // the file are zero.
 struct ChunkBuf {
   std::vector<std::byte> data;
+  uint64_t seq = 0;  // write sequence number when the buffer was created
 };
 
 struct Inode {

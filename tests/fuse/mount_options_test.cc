@@ -1,0 +1,37 @@
+#include "qcfs/fuse/mount_options.h"
+
+#include <gtest/gtest.h>
+
+namespace qcfs {
+namespace {
+
+TEST(MountOptions, QcfsOptionsSetTheVolume) {
+  MountConfig c;
+  ASSERT_TRUE(ParseMountOptions({"ro,noatime,compression=zstd:5", "cache_size=64M,nodiscard,flush_interval=2"}, &c).ok());
+  EXPECT_TRUE(c.volume.read_only);
+  EXPECT_EQ(c.volume.atime, AtimeMode::kNoatime);
+  EXPECT_EQ(c.volume.compression->ToString(), "zstd:5");
+  EXPECT_EQ(c.volume.cache_bytes, 64u << 20);
+  EXPECT_FALSE(c.volume.store.discard);
+  EXPECT_EQ(c.volume.flush_interval_ms, 2000u);
+}
+
+TEST(MountOptions, GenericOptionsOfMountAndFstabAreAccepted) {
+  MountConfig c;
+  ASSERT_TRUE(ParseMountOptions({"rw,nosuid,nodev,exec,defaults,auto,nofail,_netdev,x-systemd.automount,user"}, &c).ok());
+  EXPECT_FALSE(c.volume.read_only);
+  EXPECT_EQ(c.fuse_options, (std::vector<std::string>{"nosuid", "nodev", "exec"}));
+}
+
+TEST(MountOptions, UnknownOrMalformedOptionsAreClearErrors) {
+  MountConfig c;
+  Status s = ParseMountOptions({"noatime,frobnicate"}, &c);
+  EXPECT_EQ(s.code(), EINVAL);
+  EXPECT_NE(s.message().find("frobnicate"), std::string::npos);
+  EXPECT_FALSE(ParseMountOptions({"compression=gzip"}, &c).ok());
+  EXPECT_FALSE(ParseMountOptions({"cache_size=1K"}, &c).ok());
+  EXPECT_FALSE(ParseMountOptions({"cache_size"}, &c).ok());
+}
+
+}  // namespace
+}  // namespace qcfs

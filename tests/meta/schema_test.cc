@@ -1,0 +1,78 @@
+#include "qcfs/meta/schema.h"
+
+#include <gtest/gtest.h>
+
+#include "qcfs/meta/meta_db.h"
+#include "tests/testutil/temp_dir.h"
+
+namespace qcfs::schema {
+namespace {
+
+TEST(Schema, RecordsRoundTrip) {
+  InodeRecord i;
+  i.epoch = 3;
+  i.mode = 0100644;
+  i.uid = 1000;
+  i.nlink = 2;
+  i.size = 1ull << 40;
+  i.mtime_ns = -5;  // before the epoch
+  i.symlink = "target";
+  i.chunks = 9;
+  std::string v;
+  i.EncodeTo(&v);
+  InodeRecord back;
+  ASSERT_TRUE(InodeRecord::Decode(v, &back));
+  EXPECT_EQ(back.size, i.size);
+  EXPECT_EQ(back.mtime_ns, -5);
+  EXPECT_EQ(back.symlink, "target");
+  EXPECT_EQ(back.chunks, 9u);
+
+  ChunkIndexRecord c{7, 4096, 900, 3000, 2, 5, 100, 6000, 450};
+  v.clear();
+  c.EncodeTo(&v);
+  ChunkIndexRecord cb;
+  ASSERT_TRUE(ChunkIndexRecord::Decode(v, &cb));
+  EXPECT_EQ(cb.refcount, 5u);
+  EXPECT_EQ(cb.pack_raw, 6000u);
+  EXPECT_TRUE(cb.packed());
+}
+
+TEST(Schema, DecodersRejectTruncatedAndTrailingBytes) {
+  InodeRecord i;
+  std::string v;
+  i.EncodeTo(&v);
+  InodeRecord back;
+  for (size_t n = 0; n < v.size(); ++n) EXPECT_FALSE(InodeRecord::Decode(v.substr(0, n), &back)) << n;
+  EXPECT_FALSE(InodeRecord::Decode(v + "x", &back));
+  DirentRecord d;
+  EXPECT_FALSE(DirentRecord::Decode("", &d));
+}
+
+TEST(Schema, KeysSortNumerically) {
+  EXPECT_LT(ExtentKey(5, 255), ExtentKey(5, 256));
+  EXPECT_LT(ExtentKey(5, UINT64_MAX), ExtentKey(6, 0));
+  EXPECT_LT(DirentKey(1, "a"), DirentKey(2, ""));
+  EXPECT_TRUE(DirentKey(7, "name").starts_with(DirentPrefix(7)));
+}
+
+TEST(MetaDb, PrefixIterationStopsAtThePrefix) {
+  testing::TempDir dir;
+  MetaOptions o;
+  o.create = true;
+  auto db = MetaDb::Open(dir.Join("db"), o);
+  ASSERT_TRUE(db.ok());
+  rocksdb::WriteBatch b;
+  for (int ino = 1; ino <= 3; ++ino) {
+    for (int idx = 0; idx < 4; ++idx) b.Put(ExtentKey(ino, idx), "x");
+  }
+  ASSERT_TRUE((*db)->Write(&b, true).ok());
+  auto it = (*db)->Iterate(ExtentPrefix(2));
+  int n = 0;
+  for (it->Seek(); it->Valid(); it->Next()) ++n;
+  EXPECT_EQ(n, 4);
+  auto again = MetaDb::Open(dir.Join("db"), MetaOptions{});
+  EXPECT_EQ(again.status().code(), EBUSY) << again.status().ToString();
+}
+
+}  // namespace
+}  // namespace qcfs::schema
