@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -77,6 +79,128 @@ int RunMkfs(const std::string& device, const std::string& size, const std::strin
   return 0;
 }
 
+// ---------------------------------------------------------------- volume requests
+
+// Runs a control request on a volume: through its daemon when it is mounted
+// (TARGET is the mountpoint or the device), on the device itself otherwise.
+Result<nlohmann::json> VolumeRequest(const std::string& target, const std::string& meta,
+                                     const nlohmann::json& request, bool writable, std::string* mountpoint = nullptr) {
+  if (std::optional<MountRecord> rec = FindMount(target)) {
+    if (mountpoint) *mountpoint = rec->mountpoint;
+    return ControlCall(rec->socket, request);
+  }
+  struct stat st {};
+  if (::stat(target.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return Status::Errorf(EINVAL, "{} is not a mounted QCFS volume", target);
+  }
+  VolumeOptions vo;
+  vo.meta_dir = meta;
+  vo.read_only = !writable;
+  auto v = Volume::Open(target, vo);
+  if (!v.ok()) return v.status();
+  nlohmann::json answer = ServeVolumeRequest(v->get(), request);
+  Status closed = (*v)->Close();
+  if (answer.contains("error")) return Status::Error(answer.value("errno", EIO), answer["error"].get<std::string>());
+  if (!closed.ok()) return closed;
+  return answer;
+}
+
+std::string FormatTime(int64_t ns) {
+  time_t t = static_cast<time_t>(ns / 1000000000);
+  struct tm tm {};
+  ::localtime_r(&t, &tm);
+  char buf[32];
+  ::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+// ---------------------------------------------------------------- snapshot
+
+int RunSnapshot(const std::string& action, const std::string& target, const std::vector<std::string>& names,
+                const std::string& meta, bool json, bool chunks) {
+  auto need = [&](size_t n) -> Status {
+    if (names.size() < n) return Status::Errorf(EINVAL, "qcfs snapshot {} needs a snapshot name", action);
+    return Status::Ok();
+  };
+  auto start = std::chrono::steady_clock::now();
+  auto ms = [&] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
+  if (action == "create") {
+    if (Status s = need(1); !s.ok()) return Fail(s);
+    auto r = VolumeRequest(target, meta, {{"op", "snapshot-create"}, {"name", names[0]}}, true);
+    if (!r.ok()) return Fail(r.status());
+    if (json) fmt::print("{}\n", r->dump(2));
+    else fmt::print("Created snapshot '{}' ({:.0f} ms)\n", names[0], ms());
+    return 0;
+  }
+  if (action == "list") {
+    auto r = VolumeRequest(target, meta, {{"op", "snapshot-list"}, {"exclusive", true}}, false);
+    if (!r.ok()) return Fail(r.status());
+    if (json) {
+      fmt::print("{}\n", r->dump(2));
+      return 0;
+    }
+    const auto& list = (*r)["snapshots"];
+    if (list.empty()) {
+      fmt::print("No snapshots.\n");
+      return 0;
+    }
+    size_t width = 4;
+    for (const auto& s : list) width = std::max(width, s.value("name", "").size());
+    fmt::print("{:<{}}  {:<19}  {:>10}  {:>10}\n", "NAME", width, "CREATED", "REFERENCED", "ONLY HERE");
+    for (const auto& s : list) {
+      fmt::print("{:<{}}  {:<19}  {:>10}  {:>10}\n", s.value("name", ""), width,
+                 FormatTime(s.value("created_ns", int64_t{0})), FormatSize(s.value("logical_bytes", uint64_t{0})),
+                 FormatSize(s.value("exclusive_bytes", uint64_t{0})));
+    }
+    return 0;
+  }
+  if (action == "delete") {
+    if (Status s = need(1); !s.ok()) return Fail(s);
+    auto r = VolumeRequest(target, meta, {{"op", "snapshot-delete"}, {"name", names[0]}}, true);
+    if (!r.ok()) return Fail(r.status());
+    if (json) fmt::print("{}\n", r->dump(2));
+    else fmt::print("Deleted snapshot '{}' ({:.0f} ms)\n", names[0], ms());
+    return 0;
+  }
+  if (action == "restore") {
+    if (Status s = need(1); !s.ok()) return Fail(s);
+    auto r = VolumeRequest(target, meta, {{"op", "snapshot-restore"}, {"name", names[0]}}, true);
+    if (!r.ok()) return Fail(r.status());
+    if (json) {
+      fmt::print("{}\n", r->dump(2));
+    } else {
+      fmt::print("Restored snapshot '{}' ({:.0f} ms). The tree as it was before is in snapshot '{}'.\n", names[0],
+                 ms(), r->value("saved_as", ""));
+    }
+    return 0;
+  }
+  if (action == "diff") {
+    if (Status s = need(1); !s.ok()) return Fail(s);
+    std::string to = names.size() > 1 ? names[1] : "";
+    auto r = VolumeRequest(target, meta, {{"op", "snapshot-diff"}, {"from", names[0]}, {"to", to}, {"chunks", chunks}},
+                           false);
+    if (!r.ok()) return Fail(r.status());
+    if (json) {
+      fmt::print("{}\n", r->dump(2));
+      return 0;
+    }
+    for (const auto& c : (*r)["changes"]) {
+      std::string kind = c.value("kind", "");
+      std::string mark = kind == "added" ? "+" : kind == "deleted" ? "-" : kind == "renamed" ? "R" : "M";
+      std::string line = kind == "renamed" ? fmt::format("{}  {} -> {}", mark, c.value("old_path", ""), c.value("path", ""))
+                                           : fmt::format("{}  {}", mark, c.value("path", ""));
+      if (chunks && c.contains("ranges")) {
+        for (const auto& range : c["ranges"]) line += fmt::format("  [{}, {})", range[0].get<uint64_t>(), range[1].get<uint64_t>());
+      }
+      fmt::print("{}\n", line);
+    }
+    return 0;
+  }
+  return Fail(Status::Errorf(EINVAL, "unknown snapshot action '{}': create, list, diff, restore or delete", action));
+}
+
 // ---------------------------------------------------------------- info
 
 void PrintInfo(const nlohmann::json& j) {
@@ -88,7 +212,12 @@ void PrintInfo(const nlohmann::json& j) {
   if (j.contains("mountpoint")) fmt::print("  Mounted at    {}\n", j.value("mountpoint", ""));
   fmt::print("  UUID          {}\n", j.value("uuid", ""));
   fmt::print("  Capacity      {}, {} free\n", FormatSize(u("capacity_bytes")), FormatSize(u("free_bytes")));
-  fmt::print("  Logical data  {} in {} files\n", FormatSize(u("logical_bytes")), Thousands(u("files")));
+  fmt::print("  Logical data  {} in {} files and directories\n", FormatSize(u("logical_bytes")),
+             Thousands(u("files")));
+  if (u("snapshots") > 0) {
+    fmt::print("  Snapshots     {}, holding {} the live tree no longer has\n", Thousands(u("snapshots")),
+               FormatSize(u("snapshot_only_bytes")));
+  }
   fmt::print("  Unique data   {} after dedup ({:.2f}x)\n", FormatSize(u("unique_bytes")), j.value("dedup_ratio", 1.0));
   fmt::print("  Stored        {} after compression ({:.2f}x)\n", FormatSize(u("stored_bytes")),
              j.value("compression_ratio", 1.0));
@@ -104,27 +233,11 @@ void PrintInfo(const nlohmann::json& j) {
 }
 
 int RunInfo(const std::string& target, const std::string& meta, bool json) {
-  nlohmann::json j;
-  struct stat st {};
-  std::optional<MountRecord> rec = FindMount(target);
-  if (rec) {
-    auto r = ControlCall(rec->socket, {{"op", "info"}}, 30000);
-    if (!r.ok()) return Fail(r.status());
-    j = *r;
-    j["mountpoint"] = rec->mountpoint;
-  } else {
-    if (::stat(target.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-      return Fail(Status::Errorf(EINVAL, "{} is not a mounted QCFS volume", target));
-    }
-    VolumeOptions vo;
-    vo.meta_dir = meta;
-    vo.read_only = true;
-    auto v = Volume::Open(target, vo);
-    if (!v.ok()) return Fail(v.status());
-    auto info = (*v)->Info();
-    if (!info.ok()) return Fail(info.status());
-    j = VolumeInfoJson(*info);
-  }
+  std::string mountpoint;
+  auto r = VolumeRequest(target, meta, {{"op", "info"}}, false, &mountpoint);
+  if (!r.ok()) return Fail(r.status());
+  nlohmann::json j = *r;
+  if (!mountpoint.empty()) j["mountpoint"] = mountpoint;
   if (json) {
     fmt::print("{}\n", j.dump(2));
   } else {
@@ -175,6 +288,10 @@ int RunCheck(const std::string& device, const std::string& meta, bool repair, bo
     fmt::print("Checked {}: {} inodes ({} files, {} directories), {} chunks, {} verified ({})\n", device,
                Thousands(rep.inodes), Thousands(rep.files), Thousands(rep.directories), Thousands(rep.chunks),
                Thousands(rep.chunks_verified), FormatSize(rep.bytes_verified));
+    if (rep.snapshots > 0) {
+      fmt::print("  {} snapshots, {} versions kept for them\n", Thousands(rep.snapshots), Thousands(rep.kept_versions));
+    }
+    for (const auto& n : rep.notes) fmt::print("  note: {}\n", n);
     for (const auto& f : rep.findings) {
       fmt::print("  {} [{}] {}\n", f.repaired ? "repaired:" : "problem: ", f.kind, f.detail);
       for (const auto& p : f.paths) fmt::print("      affects {}\n", p);
@@ -199,7 +316,7 @@ int main(int argc, char** argv) {
   using namespace qcfs;
   // mount.fuse3 runs "qcfs SOURCE MOUNTPOINT -o OPTIONS": treat that as mount.
   std::vector<std::string> args(argv, argv + argc);
-  static const std::vector<std::string> kCommands = {"mkfs", "mount", "umount", "info", "check", "help"};
+  static const std::vector<std::string> kCommands = {"mkfs", "mount", "umount", "info", "check", "snapshot", "help"};
   if (args.size() >= 3 && args[1][0] != '-' &&
       std::find(kCommands.begin(), kCommands.end(), args[1]) == kCommands.end()) {
     args.insert(args.begin() + 1, "mount");
@@ -254,6 +371,25 @@ int main(int argc, char** argv) {
   check->add_flag("--full", ck_full, "Also decompress every chunk and verify its fingerprint");
   check->add_flag("--metadata-only", ck_nodata, "Skip reading chunk data");
 
+  auto* snapshot = app.add_subcommand("snapshot", "Create, list, diff, restore and delete snapshots");
+  std::string sn_action, sn_target, sn_meta;
+  std::vector<std::string> sn_names;
+  bool sn_json = false, sn_chunks = false;
+  snapshot->add_option("action", sn_action, "create, list, diff, restore or delete")->required();
+  snapshot->add_option("target", sn_target, "Mountpoint, image file or block device")->required();
+  snapshot->add_option("names", sn_names, "Snapshot name (diff: FROM [TO], TO defaults to the live tree)");
+  snapshot->add_option("--meta", sn_meta, "Metadata directory (unmounted volumes)");
+  snapshot->add_flag("--json", sn_json, "Machine-readable output");
+  snapshot->add_flag("--chunks", sn_chunks, "diff: also the changed byte ranges");
+  snapshot->footer(
+      "Examples:\n"
+      "  qcfs snapshot create /mnt/data nightly\n"
+      "  qcfs snapshot list /mnt/data\n"
+      "  qcfs snapshot diff /mnt/data nightly hourly --chunks\n"
+      "  qcfs snapshot restore /mnt/data nightly     (takes a snapshot of the tree first)\n"
+      "  qcfs snapshot delete /mnt/data nightly\n"
+      "Snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME.");
+
   try {
     std::vector<std::string> rev(args.rbegin(), args.rend() - 1);
     app.parse(rev);
@@ -283,5 +419,6 @@ int main(int argc, char** argv) {
   }
   if (*info) return RunInfo(in_target, in_meta, in_json);
   if (*check) return RunCheck(ck_device, ck_meta, ck_repair, ck_json, ck_full, ck_nodata);
+  if (*snapshot) return RunSnapshot(sn_action, sn_target, sn_names, sn_meta, sn_json, sn_chunks);
   return 2;
 }

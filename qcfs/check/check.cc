@@ -1,5 +1,7 @@
 #include "qcfs/check/check.h"
 
+#include "qcfs/core/coding.h"
+
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -39,6 +41,7 @@ struct InodeInfo {
   uint64_t extents = 0;
   uint64_t first_parent = 0;
   std::string first_name;
+  bool primary_found = false;  // its recorded primary name is one of its names
   bool orphan = false;
 };
 
@@ -57,6 +60,9 @@ class Checker {
   Status ScanInodes();
   Status ScanDirents();
   Status ScanExtents();
+  Status ScanSnapshots();
+  Status ScanHistory();
+  Status ScanJournal();
   Status ScanChunks();
   Status ScanLocations();
   Status ScanXattrsAndOrphans();
@@ -79,8 +85,11 @@ class Checker {
   schema::StoreStats stats_;
   std::vector<uint64_t> live_;  // per segment, recomputed
   std::vector<uint64_t> lost_;  // unreachable inodes that repair moves to /lost+found
+  std::set<uint64_t> snapshot_epochs_;  // of active snapshots
+  uint64_t current_epoch_ = 1;
   schema::VolumeState state_;
   bool state_dirty_ = false;
+  uint64_t history_bytes_ = 0;
 };
 
 std::string Checker::PathOf(uint64_t ino) const {
@@ -173,6 +182,7 @@ Status Checker::ScanDirents() {
       child.first_parent = parent;
       child.first_name = name;
     }
+    if (child.rec.parent == parent && child.rec.name == name) child.primary_found = true;
     if (S_ISDIR(child.rec.mode)) p->second.subdirs += 1;
   }
   return it->status();
@@ -209,6 +219,94 @@ Status Checker::ScanExtents() {
     ++report_->extents;
   }
   return it->status();
+}
+
+Status Checker::ScanSnapshots() {
+  QCFS_ASSIGN_OR_RETURN(auto vsv, db_->Get(schema::SystemKey(schema::kVolumeStateName)));
+  schema::VolumeState vs;
+  if (vsv.has_value() && schema::VolumeState::Decode(*vsv, &vs)) current_epoch_ = vs.current_epoch;
+  std::set<std::string> names;
+  auto it = db_->Iterate(std::string(1, schema::kSnapshotPrefix));
+  for (it->Seek(); it->Valid(); it->Next()) {
+    uint64_t id = 0;
+    schema::SnapshotRecord rec;
+    if (!schema::ParseU64Suffix(it->key_suffix(), &id) || !schema::SnapshotRecord::Decode(it->value(), &rec)) {
+      Find("malformed-snapshot", "a snapshot record cannot be decoded");
+      continue;
+    }
+    if (rec.state != 0) continue;  // being deleted: the next mount finishes it
+    if (rec.epoch >= current_epoch_) {
+      Find("snapshot-epoch", fmt::format("snapshot '{}' is from epoch {}, not before the current {}", rec.name,
+                                         rec.epoch, current_epoch_));
+    }
+    if (!names.insert(rec.name).second) Find("snapshot-name", fmt::format("two snapshots are named '{}'", rec.name));
+    snapshot_epochs_.insert(rec.epoch);
+    ++report_->snapshots;
+  }
+  QCFS_RETURN_IF_ERROR(it->status());
+  QCFS_ASSIGN_OR_RETURN(auto pending, db_->Get(schema::SystemKey(schema::kPendingName)));
+  if (pending.has_value()) {
+    report_->notes.push_back("a snapshot deletion or restore was interrupted; the next mount completes it");
+  }
+  return Status::Ok();
+}
+
+Status Checker::ScanHistory() {
+  // Kept versions hold references like live ones, as long as a snapshot sees them.
+  auto it = db_->Iterate(std::string(1, schema::kHistoryPrefix));
+  for (it->Seek(); it->Valid(); it->Next()) {
+    std::string_view key, value;
+    uint64_t born = 0, died = 0;
+    if (!schema::ParseHistoryKey(it->key(), &key, &born) || !schema::DecodeHistory(it->value(), &died, &value) ||
+        died <= born) {
+      Find("malformed-history", "a kept version cannot be decoded", {}, options_.repair);
+      if (options_.repair) batch_.Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+      continue;
+    }
+    auto seen = snapshot_epochs_.lower_bound(born);
+    bool needed = seen != snapshot_epochs_.end() && *seen < died;
+    if (!needed) {
+      // Unless an interrupted deletion is still walking it (the next mount does).
+      bool pending = !report_->notes.empty();
+      if (!pending) {
+        Find("unneeded-history", fmt::format("a version kept from epoch {} to {} belongs to no snapshot", born, died),
+             {}, options_.repair);
+        if (options_.repair) batch_.Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+        continue;
+      }
+    }
+    ++report_->kept_versions;
+    if (!key.empty() && key[0] == schema::kExtentPrefix) {
+      ExtentRecord e;
+      if (!ExtentRecord::Decode(value, &e)) {
+        Find("malformed-history", "a kept extent cannot be decoded");
+        continue;
+      }
+      refs_[e.fp] += 1;
+      history_bytes_ += e.raw_len;
+    }
+  }
+  return it->status();
+}
+
+Status Checker::ScanJournal() {
+  // Changes matter only after the oldest snapshot (diffs start there).
+  const uint64_t oldest = snapshot_epochs_.empty() ? UINT64_MAX : *snapshot_epochs_.begin();
+  auto it = db_->Iterate(std::string(1, schema::kJournalPrefix));
+  uint64_t stale = 0;
+  for (it->Seek(); it->Valid(); it->Next()) {
+    if (it->key_suffix().size() < 9) continue;
+    uint64_t epoch = GetBig64(it->key_suffix().data());
+    if (epoch > oldest && epoch <= current_epoch_) continue;
+    if (!report_->notes.empty()) continue;  // an interrupted deletion cleans these up
+    ++stale;
+    if (options_.repair) batch_.Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+  }
+  QCFS_RETURN_IF_ERROR(it->status());
+  if (stale > 0) {
+    Find("stale-journal", fmt::format("{} journal entries no snapshot needs", stale), {}, options_.repair);
+  }
+  return Status::Ok();
 }
 
 Status Checker::ScanChunks() {
@@ -386,9 +484,11 @@ Status Checker::CheckLinks() {
         rec.size = info.entries;
         fix = true;
       }
-      if (ino != kRootIno && info.links >= 1 && rec.parent != info.first_parent) {
-        Find("dir-parent", fmt::format("directory {} records the wrong parent", PathOf(ino)), {}, options_.repair);
+      if (ino != kRootIno && info.links >= 1 && !info.primary_found) {
+        Find("dir-parent", fmt::format("directory {} records the wrong parent or name", PathOf(ino)), {},
+             options_.repair);
         rec.parent = info.first_parent;
+        rec.name = info.first_name;
         fix = true;
       }
       if (ino != kRootIno && info.links == 0) unreachable.push_back(ino);
@@ -404,6 +504,12 @@ Status Checker::CheckLinks() {
         Find("nlink", fmt::format("{} has link count {} but {} names", PathOf(ino), rec.nlink, info.links),
              {PathOf(ino)}, options_.repair);
         rec.nlink = info.links;
+        fix = true;
+      }
+      if (info.links > 0 && !info.primary_found && (rec.parent != 0 || !rec.name.empty())) {
+        Find("primary-name", fmt::format("{} records a name it does not have", PathOf(ino)), {}, options_.repair);
+        rec.parent = info.first_parent;
+        rec.name = info.first_name;
         fix = true;
       }
       if (S_ISREG(rec.mode) && rec.chunks != info.extents) {
@@ -449,11 +555,16 @@ Status Checker::CheckCounters() {
       }
     }
   }
+  stats_.history_bytes = history_bytes_;
   QCFS_ASSIGN_OR_RETURN(auto sv, db_->Get(schema::SystemKey(schema::kStatsName)));
   schema::StoreStats recorded;
   if (!sv.has_value() || !schema::StoreStats::Decode(*sv, &recorded) || !(recorded == stats_)) {
-    Find("statistics", fmt::format("space statistics are off (recorded {} chunks / {} stored, counted {} / {})",
-                                   recorded.chunks, recorded.stored_bytes, stats_.chunks, stats_.stored_bytes),
+    Find("statistics",
+         fmt::format("space statistics are off: recorded {} chunks, {} unique, {} stored, {} referenced, {} kept; "
+                     "counted {}, {}, {}, {}, {}",
+                     recorded.chunks, recorded.unique_bytes, recorded.stored_bytes, recorded.referenced_bytes,
+                     recorded.history_bytes, stats_.chunks, stats_.unique_bytes, stats_.stored_bytes,
+                     stats_.referenced_bytes, stats_.history_bytes),
          {}, options_.repair);
     if (options_.repair) {
       std::string v;
@@ -485,6 +596,9 @@ Status Checker::Run() {
   QCFS_RETURN_IF_ERROR(ScanDirents());
   QCFS_RETURN_IF_ERROR(ScanXattrsAndOrphans());
   QCFS_RETURN_IF_ERROR(ScanExtents());
+  QCFS_RETURN_IF_ERROR(ScanSnapshots());
+  QCFS_RETURN_IF_ERROR(ScanHistory());
+  QCFS_RETURN_IF_ERROR(ScanJournal());
   QCFS_RETURN_IF_ERROR(ScanChunks());
   QCFS_RETURN_IF_ERROR(ScanLocations());
   QCFS_RETURN_IF_ERROR(CheckCounters());
@@ -533,6 +647,7 @@ Status Checker::Commit() {
       lost.mode = S_IFDIR | 0700;
       lost.nlink = 2;
       lost.parent = kRootIno;
+      lost.name = "lost+found";
       lost.atime_ns = lost.mtime_ns = lost.ctime_ns = lost.btime_ns = now;
       std::string v;
       DirentRecord{state_.current_epoch, lost_ino, DT_DIR}.EncodeTo(&v);
@@ -550,12 +665,10 @@ Status Checker::Commit() {
       std::string v;
       DirentRecord{state_.current_epoch, ino, static_cast<uint8_t>(IFTODT(rec.mode))}.EncodeTo(&v);
       batch_.Put(Sl(schema::DirentKey(lost_ino, fmt::format("#{}", ino))), Sl(v));
-      if (S_ISDIR(rec.mode)) {
-        rec.parent = lost_ino;
-        lost.nlink += 1;
-      } else {
-        rec.nlink = 1;
-      }
+      if (S_ISDIR(rec.mode)) lost.nlink += 1;
+      else rec.nlink = 1;
+      rec.parent = lost_ino;
+      rec.name = fmt::format("#{}", ino);
       v.clear();
       rec.EncodeTo(&v);
       batch_.Put(Sl(schema::InodeKey(ino)), Sl(v));

@@ -41,7 +41,10 @@ struct CheckReport {
   uint64_t chunks = 0;
   uint64_t chunks_verified = 0;
   uint64_t bytes_verified = 0;  // stored bytes read and checked
+  uint64_t snapshots = 0;
+  uint64_t kept_versions = 0;   // versions kept for snapshots
   std::vector<CheckFinding> findings;
+  std::vector<std::string> notes;  // not problems: things the next mount finishes
 
   bool clean() const { return findings.empty(); }
   uint64_t unrepaired() const;

@@ -1,5 +1,6 @@
 #include "qcfs/control/volume_service.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace qcfs {
@@ -19,7 +20,9 @@ nlohmann::json VolumeInfoJson(const VolumeInfo& info) {
       {"uuid", info.uuid},
       {"chunk_size", info.chunk_size},
       {"compression", info.compression},
-      {"logical_bytes", u.stats.referenced_bytes},
+      {"logical_bytes", u.stats.referenced_bytes - std::min(u.stats.referenced_bytes, u.stats.history_bytes)},
+      {"snapshot_only_bytes", u.stats.history_bytes},
+      {"snapshots", info.snapshots},
       {"unique_bytes", u.stats.unique_bytes},
       {"stored_bytes", u.stats.stored_bytes},
       {"compression_ratio", Ratio(u.stats.unique_bytes, u.stats.stored_bytes)},
@@ -40,8 +43,67 @@ nlohmann::json VolumeInfoJson(const VolumeInfo& info) {
   };
 }
 
+nlohmann::json SnapshotInfoJson(const SnapshotInfo& info) {
+  nlohmann::json j = {{"id", info.id},
+                      {"name", info.name},
+                      {"created_ns", info.created_ns},
+                      {"logical_bytes", info.logical_bytes},
+                      {"files", info.files}};
+  if (info.exclusive_bytes) j["exclusive_bytes"] = *info.exclusive_bytes;
+  return j;
+}
+
+nlohmann::json SnapshotDiffJson(const SnapshotDiff& diff, bool chunks) {
+  nlohmann::json entries = nlohmann::json::array();
+  for (const auto& e : diff.entries) {
+    const char* kind = e.kind == SnapshotDiff::Entry::Kind::kAdded     ? "added"
+                       : e.kind == SnapshotDiff::Entry::Kind::kDeleted ? "deleted"
+                       : e.kind == SnapshotDiff::Entry::Kind::kRenamed ? "renamed"
+                                                                       : "modified";
+    nlohmann::json j = {{"kind", kind}, {"path", e.path}, {"ino", e.ino}, {"type", S_ISDIR(e.mode) ? "dir" : "file"}};
+    if (!e.old_path.empty()) j["old_path"] = e.old_path;
+    if (e.data) j["data_changed"] = true;
+    if (chunks) {
+      nlohmann::json ranges = nlohmann::json::array();
+      for (auto& [start, end] : e.ranges) ranges.push_back({start, end});
+      j["ranges"] = ranges;
+    }
+    entries.push_back(j);
+  }
+  return {{"from", diff.from}, {"to", diff.to.empty() ? nlohmann::json(nullptr) : nlohmann::json(diff.to)},
+          {"changes", entries}, {"changed_inodes", diff.inodes.size()}, {"journal_keys", diff.journal_keys}};
+}
+
 nlohmann::json ServeVolumeRequest(Volume* volume, const nlohmann::json& request) {
   std::string op = request.value("op", "");
+  std::string name = request.value("name", "");
+  if (op == "snapshot-create") {
+    auto r = volume->CreateSnapshot(name);
+    if (!r.ok()) return ErrorJson(r.status());
+    return SnapshotInfoJson(*r);
+  }
+  if (op == "snapshot-list") {
+    auto r = volume->ListSnapshots(request.value("exclusive", false));
+    if (!r.ok()) return ErrorJson(r.status());
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& s : *r) list.push_back(SnapshotInfoJson(s));
+    return {{"snapshots", list}};
+  }
+  if (op == "snapshot-delete") {
+    Status s = volume->DeleteSnapshot(name);
+    if (!s.ok()) return ErrorJson(s);
+    return {{"ok", true}};
+  }
+  if (op == "snapshot-restore") {
+    auto r = volume->RestoreSnapshot(name);
+    if (!r.ok()) return ErrorJson(r.status());
+    return {{"ok", true}, {"saved_as", *r}};
+  }
+  if (op == "snapshot-diff") {
+    auto r = volume->Diff(request.value("from", ""), request.value("to", ""));
+    if (!r.ok()) return ErrorJson(r.status());
+    return SnapshotDiffJson(*r, request.value("chunks", false));
+  }
   if (op == "ping") return {{"ok", true}, {"pid", ::getpid()}};
   if (op == "info") {
     auto info = volume->Info();

@@ -13,7 +13,14 @@ namespace qcfs {
 //  "files", "chunks", "segments": {...}, ...}
 nlohmann::json VolumeInfoJson(const VolumeInfo& info);
 
-// Handles one control request: {"op": "info"}, {"op": "sync"}, {"op": "ping"}.
+nlohmann::json SnapshotInfoJson(const SnapshotInfo& info);
+// `chunks` adds the changed byte ranges of each entry.
+nlohmann::json SnapshotDiffJson(const SnapshotDiff& diff, bool chunks);
+
+// Handles one control request: {"op": "info"}, {"op": "sync"}, {"op": "ping"},
+// {"op": "snapshot-create"|"snapshot-delete"|"snapshot-restore", "name": N},
+// {"op": "snapshot-list", "exclusive": bool},
+// {"op": "snapshot-diff", "from": A, "to": B or "", "chunks": bool}.
 // Errors come back as {"error": "...", "errno": N}.
 nlohmann::json ServeVolumeRequest(Volume* volume, const nlohmann::json& request);
 

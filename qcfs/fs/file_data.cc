@@ -29,7 +29,6 @@ namespace {
 constexpr uint64_t kMaxFileSize = 1ull << 60;
 constexpr int64_t kDayNs = 24ll * 3600 * 1000000000;
 
-rocksdb::Slice Sl(const std::string& s) { return rocksdb::Slice(s); }
 
 }  // namespace
 
@@ -130,11 +129,16 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
 // ---------------------------------------------------------------- open / close
 
 Result<Attr> Volume::Open(uint64_t ino, int flags) {
-  QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
   const bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+  if (IsView(ino)) {
+    if (writing) return ReadOnlyView();
+    return ViewGetAttr(ino);
+  }
+  QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
   bool truncate = false;
   {
     std::lock_guard stripe(StripeFor(ino));
+    if (inode->stale) return Status::Errorf(ESTALE, "inode {} was replaced by a snapshot restore", ino);
     if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
     if (writing && options_.read_only) return Status::Error(EROFS, "volume is mounted read-only");
     if (writing && S_ISDIR(inode->rec.mode)) return Status::Error(EISDIR, "is a directory");
@@ -154,6 +158,7 @@ Result<Attr> Volume::Open(uint64_t ino, int flags) {
 }
 
 Status Volume::Release(uint64_t ino) {
+  if (IsView(ino)) return Status::Ok();
   InodeRef inode = FindState(ino);
   if (!inode) return Status::Ok();
   bool purge = false;
@@ -161,6 +166,7 @@ Status Volume::Release(uint64_t ino) {
   {
     std::lock_guard stripe(StripeFor(ino));
     if (inode->open_count > 0) inode->open_count -= 1;
+    if (inode->stale && inode->open_count == 0) inode->purged = true;
     purge = inode->open_count == 0 && inode->rec.nlink == 0 && !inode->purged;
     dirty = !inode->dirty.empty() || inode->attr_dirty;
   }
@@ -174,6 +180,7 @@ Status Volume::Release(uint64_t ino) {
 }
 
 Status Volume::FlushHandle(uint64_t ino) {
+  if (IsView(ino)) return Status::Ok();
   InodeRef inode = FindState(ino);
   if (!inode) return Status::Ok();
   Status err;
@@ -189,6 +196,7 @@ Status Volume::FlushHandle(uint64_t ino) {
 
 Status Volume::Fsync(uint64_t ino, bool datasync) {
   (void)datasync;  // the inode record travels with the data batch either way
+  if (IsView(ino)) return Status::Ok();
   QCFS_RETURN_IF_ERROR(CheckWritable());
   InodeRef inode = FindState(ino);
   if (inode) {
@@ -203,6 +211,7 @@ Status Volume::Fsync(uint64_t ino, bool datasync) {
 // ---------------------------------------------------------------- read
 
 Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) {
+  if (IsView(ino)) return ViewRead(ino, offset, out);
   QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
   struct Pending {
     uint64_t index;
@@ -216,6 +225,10 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
     std::vector<Pending> pending;
     {
       std::lock_guard stripe(StripeFor(ino));
+      if (inode->stale) {
+        result = Status::Errorf(ESTALE, "inode {} was replaced by a snapshot restore", ino);
+        break;
+      }
       if (inode->purged) {
         result = Status::Errorf(ENOENT, "inode {} was deleted", ino);
         break;
@@ -291,7 +304,7 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
 }
 
 void Volume::MaybeUpdateAtime(uint64_t ino) {
-  if (options_.atime == AtimeMode::kNoatime || options_.read_only) return;
+  if (options_.atime == AtimeMode::kNoatime || options_.read_only || IsView(ino)) return;
   const int64_t now = internal::NowNs();
   {
     std::lock_guard stripe(StripeFor(ino));
@@ -308,9 +321,10 @@ void Volume::MaybeUpdateAtime(uint64_t ino) {
                   rec.atime_ns <= rec.ctime_ns || now - rec.atime_ns >= kDayNs;
     if (!update) return;
     rec.atime_ns = now;
+    auto scope = BeginCommit();
     rocksdb::WriteBatch batch;
-    PutInode(&batch, ino, rec);
-    if (!WriteBatch(&batch).ok()) return;
+    internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+    if (!PutInode(&vb, ino, rec).ok() || !WriteBatch(&batch).ok()) return;
     if (state) state->rec.atime_ns = now;
   }
   if (options_.on_attr_changed) options_.on_attr_changed(ino);
@@ -320,6 +334,7 @@ void Volume::MaybeUpdateAtime(uint64_t ino) {
 
 Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(ino)) return ReadOnlyView();
   if (data.empty()) return size_t{0};
   QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
   {
@@ -337,6 +352,7 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
   Status result;
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_lock stripe(StripeFor(ino));
+    if (inode->stale) return Status::Errorf(ESTALE, "inode {} was replaced by a snapshot restore", ino);
     if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
     if (!S_ISREG(inode->rec.mode)) return Status::Error(EINVAL, "not a regular file");
     uint64_t pos = append ? inode->size : offset;
@@ -383,7 +399,11 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
 // ---------------------------------------------------------------- flush
 
 Status Volume::FlushInodes(std::vector<InodeRef> inodes) {
-  std::sort(inodes.begin(), inodes.end(), [](const InodeRef& a, const InodeRef& b) { return a->ino < b->ino; });
+  // Ordered by inode number, then object: after a restore two states can
+  // share a number, and each mutex must be taken once.
+  std::sort(inodes.begin(), inodes.end(), [](const InodeRef& a, const InodeRef& b) {
+    return a->ino != b->ino ? a->ino < b->ino : std::less<internal::Inode*>()(a.get(), b.get());
+  });
   inodes.erase(std::unique(inodes.begin(), inodes.end()), inodes.end());
   const uint64_t upto = write_seq_.load();
   std::vector<std::unique_lock<std::mutex>> locks;
@@ -522,8 +542,10 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRec
       std::lock_guard stripe(StripeFor(in->ino));
       Status s = written;
       if (s.ok() && !in->purged) {
+        auto scope = BeginCommit();
         auto txn = store_->Begin();
         rocksdb::WriteBatch batch;
+        internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
         InodeRecord rec = in->rec;
         for (FlushChunk& c : item.chunks) {
           std::string key = schema::ExtentKey(in->ino, c.index);
@@ -535,30 +557,29 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRec
           ExtentRecord prev;
           bool had = old->has_value() && ExtentRecord::Decode(**old, &prev);
           if (had && c.length > 0 && prev.fp == c.fp) continue;  // unchanged
-          if (had) {
-            s = txn->DropRef(prev.fp);
-            if (!s.ok()) break;
-          }
+          Result<bool> kept = false;
           if (c.length == 0) {
-            if (had) {
-              batch.Delete(Sl(key));
-              rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
-            }
-            continue;
+            if (!had) continue;
+            kept = vb.Delete(key, &*old);
+            rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
+          } else {
+            s = txn->AddRef(ChunkContent{c.fp, c.content()}, compression_);
+            if (!s.ok()) break;
+            std::string v;
+            ExtentRecord{vb.epoch(), c.fp, static_cast<uint32_t>(c.length)}.EncodeTo(&v);
+            kept = vb.Put(key, v, &*old);
+            if (!had) rec.chunks += 1;
           }
-          s = txn->AddRef(ChunkContent{c.fp, c.content()}, compression_);
+          s = kept.status();
+          if (s.ok() && had) s = *kept ? (txn->AddHistory(prev.raw_len), Status::Ok()) : txn->DropRef(prev.fp);
           if (!s.ok()) break;
-          std::string v;
-          ExtentRecord{state_.current_epoch, c.fp}.EncodeTo(&v);
-          batch.Put(Sl(key), Sl(v));
-          if (!had) rec.chunks += 1;
         }
         if (s.ok()) {
           rec.size = std::max(item.size, rec.size);
           rec.size = std::min(rec.size, in->size);
-          PutInode(&batch, in->ino, rec);
-          s = txn->Prepare(&batch);
+          s = PutInode(&vb, in->ino, rec);
         }
+        if (s.ok()) s = txn->Prepare(&batch);
         if (s.ok()) s = WriteBatch(&batch);
         if (s.ok()) {
           txn->Committed();
@@ -645,8 +666,19 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
   if (inode->purged) return Status::Errorf(ENOENT, "inode {} was deleted", inode->ino);
   const uint64_t ino = inode->ino;
   InodeRecord rec = inode->rec;
+  auto scope = BeginCommit();
   auto txn = store_->Begin();
   rocksdb::WriteBatch batch;
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+  // Removes (or replaces) a stored extent; a version a snapshot sees keeps its reference.
+  auto retire = [&](Result<bool> kept, const ExtentRecord& old) -> Status {
+    QCFS_RETURN_IF_ERROR(kept.status());
+    if (*kept) {
+      txn->AddHistory(old.raw_len);
+      return Status::Ok();
+    }
+    return txn->DropRef(old.fp);
+  };
   if (size < inode->size) {
     const uint64_t first_dead = (size + chunk_size_ - 1) / chunk_size_;
     size_t dropped = 0;
@@ -660,8 +692,9 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
     PutBig64(&from, first_dead);
     for (it->Seek(from); it->Valid(); it->Next()) {
       ExtentRecord e;
-      if (ExtentRecord::Decode(it->value(), &e)) QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
-      batch.Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+      std::optional<std::string> old(std::string(it->value()));
+      if (!ExtentRecord::Decode(it->value(), &e)) return Status::Errorf(EIO, "inode {}: malformed extent", ino);
+      QCFS_RETURN_IF_ERROR(retire(vb.Delete(it->key(), &old), e));
       rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
     }
     QCFS_RETURN_IF_ERROR(it->status());
@@ -681,17 +714,16 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
           std::vector<std::byte> content(**data);
           if (content.size() > keep) content.resize(keep);
           size_t len = TrimmedLength(content);
-          QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
           if (len == 0) {
-            batch.Delete(Sl(key));
+            QCFS_RETURN_IF_ERROR(retire(vb.Delete(key, &value), e));
             rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
           } else {
             auto tail = std::span<const std::byte>(content).first(len);
             Fingerprint fp = Fingerprint::Of(tail);
             QCFS_RETURN_IF_ERROR(txn->AddRef(ChunkContent{fp, tail}, compression_));
             std::string v;
-            ExtentRecord{state_.current_epoch, fp}.EncodeTo(&v);
-            batch.Put(Sl(key), Sl(v));
+            ExtentRecord{vb.epoch(), fp, static_cast<uint32_t>(len)}.EncodeTo(&v);
+            QCFS_RETURN_IF_ERROR(retire(vb.Put(key, v, &value), e));
           }
         }
       }
@@ -699,7 +731,7 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
   }
   rec.size = size;
   rec.mtime_ns = rec.ctime_ns = now;
-  PutInode(&batch, ino, rec);
+  QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
   QCFS_RETURN_IF_ERROR(txn->Prepare(&batch));
   QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
   txn->Committed();
@@ -726,22 +758,27 @@ Status Volume::ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length
       ++dropped;
     }
     ReleaseBuffer(dropped);
+    auto scope = BeginCommit();
     auto txn = store_->Begin();
     rocksdb::WriteBatch batch;
+    internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
     InodeRecord rec = inode->rec;
     auto it = db_->Iterate(schema::ExtentPrefix(ino));
     std::string from;
     PutBig64(&from, first_full);
     for (it->Seek(from); it->Valid(); it->Next()) {
       uint64_t index;
-      if (!schema::ParseU64Suffix(it->key_suffix(), &index) || index >= last_full) break;
+      if (!schema::ParseU64Suffix(it->key_suffix().substr(0, 8), &index) || index >= last_full) break;
       ExtentRecord e;
-      if (ExtentRecord::Decode(it->value(), &e)) QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
-      batch.Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+      if (!ExtentRecord::Decode(it->value(), &e)) return Status::Errorf(EIO, "inode {}: malformed extent", ino);
+      std::optional<std::string> old(std::string(it->value()));
+      QCFS_ASSIGN_OR_RETURN(bool kept, vb.Delete(it->key(), &old));
+      if (kept) txn->AddHistory(e.raw_len);
+      else QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
       rec.chunks -= std::min<uint64_t>(rec.chunks, 1);
     }
     QCFS_RETURN_IF_ERROR(it->status());
-    PutInode(&batch, ino, rec);
+    QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
     QCFS_RETURN_IF_ERROR(txn->Prepare(&batch));
     QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
     txn->Committed();
@@ -770,6 +807,7 @@ Status Volume::ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length
 
 Status Volume::Fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t length) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(ino)) return ReadOnlyView();
   if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
     return Status::Error(EOPNOTSUPP, "fallocate mode not supported (collapse/insert range)");
   }

@@ -19,6 +19,7 @@
 #include "qcfs/core/units.h"
 #include "qcfs/fs/internal/inode.h"
 #include "qcfs/fs/internal/time.h"
+#include "qcfs/fs/internal/versioned.h"
 
 namespace qcfs {
 
@@ -29,6 +30,14 @@ using schema::InodeRecord;
 namespace {
 
 rocksdb::Slice Sl(const std::string& s) { return rocksdb::Slice(s); }
+
+// Rejects ".snapshots" in the root: the name belongs to the snapshot directory.
+Status CheckReserved(uint64_t parent, std::string_view name) {
+  if (parent == kRootIno && name == kSnapshotsDirName) {
+    return Status::Errorf(EEXIST, "'{}' is reserved for snapshots", name);
+  }
+  return Status::Ok();
+}
 
 Status ValidateName(std::string_view name) {
   if (name.empty()) return Status::Error(ENOENT, "empty name");
@@ -252,7 +261,9 @@ Status Volume::Start() {
   inode_count_ = state_.inodes;
   QCFS_ASSIGN_OR_RETURN(store_, ChunkStore::Open(device_.get(), db_.get(), sb_, options_.store));
   pool_ = std::make_unique<ThreadPool>(options_.worker_threads);
+  QCFS_RETURN_IF_ERROR(LoadSnapshots());
   if (options_.read_only || options_.maintenance) return Status::Ok();
+  QCFS_RETURN_IF_ERROR(ResumePending());
   if (state_.clean_unmount == 0) {
     Log(LogLevel::kInfo, "{}: volume was not unmounted cleanly; recovered to the last durable state",
         device_->path());
@@ -383,12 +394,26 @@ Attr Volume::ToAttr(uint64_t ino, const InodeRecord& rec, const Inode* state) co
   return a;
 }
 
-void Volume::PutInode(rocksdb::WriteBatch* batch, uint64_t ino, const InodeRecord& rec) {
+Status Volume::PutInode(internal::VersionedBatch* vb, uint64_t ino, const InodeRecord& rec) {
   std::string v;
   InodeRecord copy = rec;
-  copy.epoch = state_.current_epoch;
+  copy.epoch = vb->epoch();
   copy.EncodeTo(&v);
-  batch->Put(Sl(schema::InodeKey(ino)), Sl(v));
+  return vb->Put(schema::InodeKey(ino), v).status();
+}
+
+Status Volume::PutDirent(internal::VersionedBatch* vb, uint64_t parent, std::string_view name, uint64_t ino,
+                         uint32_t mode) {
+  std::string v;
+  DirentRecord{vb->epoch(), ino, DirentType(mode)}.EncodeTo(&v);
+  return vb->Put(schema::DirentKey(parent, name), v).status();
+}
+
+Volume::CommitScope Volume::BeginCommit() {
+  CommitScope scope{std::shared_lock<std::shared_mutex>(epoch_mu_), {}};
+  scope.epochs.current = state_.current_epoch;
+  scope.epochs.latest_snapshot = latest_snapshot_;
+  return scope;
 }
 
 std::vector<std::unique_lock<std::mutex>> Volume::LockInodes(std::vector<uint64_t> inos) {
@@ -414,6 +439,7 @@ Result<DirentRecord> Volume::LookupDirent(uint64_t parent, std::string_view name
 }
 
 Result<Attr> Volume::GetAttr(uint64_t ino) {
+  if (IsView(ino)) return ViewGetAttr(ino);
   std::lock_guard stripe(StripeFor(ino));
   if (InodeRef s = FindState(ino)) {
     if (s->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
@@ -425,6 +451,8 @@ Result<Attr> Volume::GetAttr(uint64_t ino) {
 
 Result<Attr> Volume::Lookup(uint64_t parent, std::string_view name) {
   if (name.size() > kMaxNameLength) return Status::Errorf(ENAMETOOLONG, "name is longer than {} bytes", kMaxNameLength);
+  if (IsView(parent)) return ViewLookup(parent, name);
+  if (parent == kRootIno && name == kSnapshotsDirName) return ViewGetAttr(kSnapshotsDirIno);
   if (name == ".") return GetAttr(parent);
   if (name == "..") {
     QCFS_ASSIGN_OR_RETURN(Attr p, GetAttr(parent));
@@ -437,26 +465,41 @@ Result<Attr> Volume::Lookup(uint64_t parent, std::string_view name) {
 }
 
 Result<std::string> Volume::Readlink(uint64_t ino) {
-  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
+  InodeRecord rec;
+  if (IsView(ino)) {
+    QCFS_ASSIGN_OR_RETURN(View v, ResolveView(ino));
+    QCFS_ASSIGN_OR_RETURN(rec, RecordAt(v.ino, v.epoch));
+  } else {
+    QCFS_ASSIGN_OR_RETURN(rec, LoadRecord(ino));
+  }
   if (!S_ISLNK(rec.mode)) return Status::Error(EINVAL, "not a symbolic link");
   return rec.symlink;
 }
 
 Status Volume::ReadDir(uint64_t ino, std::string_view after, const std::function<bool(const DirEntry&)>& fn) {
+  if (IsView(ino)) return ViewReadDir(ino, after, fn);
   QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
   if (!S_ISDIR(rec.mode)) return Status::Error(ENOTDIR, "not a directory");
+  // .snapshots shows in the root in its sorted place when asked for.
+  bool snapdir = options_.snapdir_visible && ino == kRootIno && after < kSnapshotsDirName;
   auto it = db_->Iterate(schema::DirentPrefix(ino));
   it->Seek(after);
   if (!after.empty() && it->Valid() && it->key_suffix() == after) it->Next();
   for (; it->Valid(); it->Next()) {
+    if (snapdir && it->key_suffix() > kSnapshotsDirName) {
+      snapdir = false;
+      if (!fn(DirEntry{std::string(kSnapshotsDirName), kSnapshotsDirIno, DT_DIR})) return Status::Ok();
+    }
     DirentRecord d;
     if (!DirentRecord::Decode(it->value(), &d)) {
       return Status::Errorf(EIO, "directory {}: malformed entry; run qcfs check", ino);
     }
     DirEntry e{std::string(it->key_suffix()), d.ino, d.type};
-    if (!fn(e)) break;
+    if (!fn(e)) return Status::Ok();
   }
-  return it->status();
+  QCFS_RETURN_IF_ERROR(it->status());
+  if (snapdir) fn(DirEntry{std::string(kSnapshotsDirName), kSnapshotsDirIno, DT_DIR});
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------- creating
@@ -464,7 +507,9 @@ Status Volume::ReadDir(uint64_t ino, std::string_view after, const std::function
 Result<Attr> Volume::CreateNode(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                                 std::string_view symlink, const Caller& caller, bool open) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(parent)) return ReadOnlyView();
   QCFS_RETURN_IF_ERROR(ValidateName(name));
+  QCFS_RETURN_IF_ERROR(CheckReserved(parent, name));
   std::lock_guard ns(ns_mu_);
   const uint64_t ino = state_.next_ino;
   auto locks = LockInodes({parent, ino});
@@ -493,7 +538,8 @@ Result<Attr> Volume::CreateNode(uint64_t parent, std::string_view name, uint32_t
   rec.nlink = S_ISDIR(mode) ? 2 : 1;
   rec.atime_ns = rec.mtime_ns = rec.ctime_ns = rec.btime_ns = now;
   rec.rdev = rdev;
-  rec.parent = S_ISDIR(mode) ? parent : 0;
+  rec.parent = parent;
+  rec.name.assign(name);
   rec.symlink.assign(symlink);
   rec.size = S_ISLNK(mode) ? symlink.size() : 0;
 
@@ -501,12 +547,18 @@ Result<Attr> Volume::CreateNode(uint64_t parent, std::string_view name, uint32_t
   if (S_ISDIR(mode)) prec.nlink += 1;
   prec.mtime_ns = prec.ctime_ns = now;
 
+  auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
-  PutInode(&batch, ino, rec);
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+  std::optional<std::string> absent;
+  std::string iv;
+  rec.epoch = vb.epoch();
+  rec.EncodeTo(&iv);
+  QCFS_RETURN_IF_ERROR(vb.Put(schema::InodeKey(ino), iv, &absent).status());
   std::string d;
-  DirentRecord{state_.current_epoch, ino, DirentType(mode)}.EncodeTo(&d);
-  batch.Put(Sl(schema::DirentKey(parent, name)), Sl(d));
-  PutInode(&batch, parent, prec);
+  DirentRecord{vb.epoch(), ino, DirentType(mode)}.EncodeTo(&d);
+  QCFS_RETURN_IF_ERROR(vb.Put(schema::DirentKey(parent, name), d, &existing).status());
+  QCFS_RETURN_IF_ERROR(PutInode(&vb, parent, prec));
   state_.next_ino = ino + 1;
   ++inode_count_;
   PutVolumeState(&batch);
@@ -556,7 +608,9 @@ Result<Attr> Volume::Create(uint64_t parent, std::string_view name, uint32_t mod
 
 Result<Attr> Volume::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(ino) || IsView(new_parent)) return ReadOnlyView();
   QCFS_RETURN_IF_ERROR(ValidateName(new_name));
+  QCFS_RETURN_IF_ERROR(CheckReserved(new_parent, new_name));
   std::lock_guard ns(ns_mu_);
   auto locks = LockInodes({ino, new_parent});
   InodeRef state = FindState(ino);
@@ -576,12 +630,14 @@ Result<Attr> Volume::Link(uint64_t ino, uint64_t new_parent, std::string_view ne
   rec.ctime_ns = now;
   prec.size += 1;
   prec.mtime_ns = prec.ctime_ns = now;
+  auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
-  PutInode(&batch, ino, rec);
-  PutInode(&batch, new_parent, prec);
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+  QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
+  QCFS_RETURN_IF_ERROR(PutInode(&vb, new_parent, prec));
   std::string d;
-  DirentRecord{state_.current_epoch, ino, DirentType(rec.mode)}.EncodeTo(&d);
-  batch.Put(Sl(schema::DirentKey(new_parent, new_name)), Sl(d));
+  DirentRecord{vb.epoch(), ino, DirentType(rec.mode)}.EncodeTo(&d);
+  QCFS_RETURN_IF_ERROR(vb.Put(schema::DirentKey(new_parent, new_name), d, &existing).status());
   QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
   if (state) state->rec = rec;
   if (pstate) pstate->rec = prec;
@@ -590,7 +646,9 @@ Result<Attr> Volume::Link(uint64_t ino, uint64_t new_parent, std::string_view ne
 
 // ---------------------------------------------------------------- removing
 
-Status Volume::DropLink(rocksdb::WriteBatch* batch, uint64_t ino, InodeRecord* rec, int64_t now) {
+Status Volume::DropLink(internal::VersionedBatch* vb, uint64_t ino, InodeRecord* rec, int64_t now,
+                        std::string_view parent_name, uint64_t parent) {
+  rocksdb::WriteBatch* batch = vb->batch();
   InodeRef state = FindState(ino);
   if (S_ISDIR(rec->mode)) {
     rec->nlink = 0;
@@ -598,30 +656,46 @@ Status Volume::DropLink(rocksdb::WriteBatch* batch, uint64_t ino, InodeRecord* r
     rec->nlink -= 1;
   }
   rec->ctime_ns = now;
+  if (rec->parent == parent && rec->name == parent_name && rec->nlink > 0) {
+    // The primary name is gone; another link exists, but finding it would
+    // mean a scan: paths in diffs show the inode number instead.
+    rec->parent = 0;
+    rec->name.clear();
+  }
   if (rec->nlink > 0 || (state && state->open_count > 0)) {
-    PutInode(batch, ino, *rec);
+    QCFS_RETURN_IF_ERROR(PutInode(vb, ino, *rec));
     // Still open: the data lives until the last close (Release -> Purge).
     if (rec->nlink == 0) batch->Put(Sl(schema::OrphanKey(ino)), rocksdb::Slice());
     QCFS_RETURN_IF_ERROR(WriteBatch(batch));
     if (state) {
       state->rec.nlink = rec->nlink;
       state->rec.ctime_ns = now;
+      state->rec.parent = rec->parent;
+      state->rec.name = rec->name;
     }
     return Status::Ok();
   }
-  // Gone for good, in this same batch.
+  // Gone for good, in this same batch. Versions a snapshot sees are kept,
+  // with their chunk references.
   auto txn = store_->Begin();
   auto it = db_->Iterate(schema::ExtentPrefix(ino));
   for (it->Seek(); it->Valid(); it->Next()) {
+    std::optional<std::string> old(std::string(it->value()));
+    QCFS_ASSIGN_OR_RETURN(bool kept, vb->Delete(it->key(), &old));
     schema::ExtentRecord e;
-    if (schema::ExtentRecord::Decode(it->value(), &e)) QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
-    batch->Delete(rocksdb::Slice(it->key().data(), it->key().size()));
+    if (schema::ExtentRecord::Decode(it->value(), &e)) {
+      if (kept) txn->AddHistory(e.raw_len);
+      else QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
+    }
   }
   QCFS_RETURN_IF_ERROR(it->status());
   auto xit = db_->Iterate(schema::XattrPrefix(ino));
-  for (xit->Seek(); xit->Valid(); xit->Next()) batch->Delete(rocksdb::Slice(xit->key().data(), xit->key().size()));
+  for (xit->Seek(); xit->Valid(); xit->Next()) {
+    std::optional<std::string> old(std::string(xit->value()));
+    QCFS_RETURN_IF_ERROR(vb->Delete(xit->key(), &old).status());
+  }
   QCFS_RETURN_IF_ERROR(xit->status());
-  batch->Delete(Sl(schema::InodeKey(ino)));
+  QCFS_RETURN_IF_ERROR(vb->Delete(schema::InodeKey(ino)).status());
   QCFS_RETURN_IF_ERROR(txn->Prepare(batch));
   --inode_count_;
   PutVolumeState(batch);
@@ -644,6 +718,7 @@ Status Volume::DropLink(rocksdb::WriteBatch* batch, uint64_t ino, InodeRecord* r
 
 Status Volume::Unlink(uint64_t parent, std::string_view name) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(parent)) return ReadOnlyView();
   if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
   std::lock_guard ns(ns_mu_);
   QCFS_ASSIGN_OR_RETURN(DirentRecord d, LookupDirent(parent, name));
@@ -658,16 +733,19 @@ Status Volume::Unlink(uint64_t parent, std::string_view name) {
   const int64_t now = internal::NowNs();
   prec.size -= std::min<uint64_t>(prec.size, 1);
   prec.mtime_ns = prec.ctime_ns = now;
+  auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
-  batch.Delete(Sl(schema::DirentKey(parent, name)));
-  PutInode(&batch, parent, prec);
-  QCFS_RETURN_IF_ERROR(DropLink(&batch, d.ino, &rec, now));
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+  QCFS_RETURN_IF_ERROR(vb.Delete(schema::DirentKey(parent, name)).status());
+  QCFS_RETURN_IF_ERROR(PutInode(&vb, parent, prec));
+  QCFS_RETURN_IF_ERROR(DropLink(&vb, d.ino, &rec, now, name, parent));
   if (pstate) pstate->rec = prec;
   return Status::Ok();
 }
 
 Status Volume::Rmdir(uint64_t parent, std::string_view name) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(parent)) return ReadOnlyView();
   if (name == ".") return Status::Error(EINVAL, "cannot remove '.'");
   if (name == "..") return Status::Error(ENOTEMPTY, "cannot remove '..'");
   if (name.size() > kMaxNameLength) return Status::Error(ENAMETOOLONG, "name too long");
@@ -690,10 +768,12 @@ Status Volume::Rmdir(uint64_t parent, std::string_view name) {
   prec.size -= std::min<uint64_t>(prec.size, 1);
   prec.nlink -= std::min<uint32_t>(prec.nlink, 1);
   prec.mtime_ns = prec.ctime_ns = now;
+  auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
-  batch.Delete(Sl(schema::DirentKey(parent, name)));
-  PutInode(&batch, parent, prec);
-  QCFS_RETURN_IF_ERROR(DropLink(&batch, d.ino, &rec, now));
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+  QCFS_RETURN_IF_ERROR(vb.Delete(schema::DirentKey(parent, name)).status());
+  QCFS_RETURN_IF_ERROR(PutInode(&vb, parent, prec));
+  QCFS_RETURN_IF_ERROR(DropLink(&vb, d.ino, &rec, now, name, parent));
   if (pstate) pstate->rec = prec;
   return Status::Ok();
 }
@@ -701,6 +781,8 @@ Status Volume::Rmdir(uint64_t parent, std::string_view name) {
 Status Volume::Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
                       unsigned flags) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(parent) || IsView(new_parent)) return ReadOnlyView();
+  QCFS_RETURN_IF_ERROR(CheckReserved(new_parent, new_name));
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Status::Error(EINVAL, "unsupported rename flags");
   if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Status::Error(EINVAL, "conflicting rename flags");
   if (name == "." || name == ".." || new_name == "." || new_name == "..") {
@@ -757,8 +839,17 @@ Status Volume::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
     if (below) return Status::Error(EINVAL, "cannot move a directory into itself");
   }
   const int64_t now = internal::NowNs();
+  auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
   std::string v;
+  // An inode's primary name follows it when that is the name that moves.
+  auto move_name = [](InodeRecord& r, uint64_t from_dir, std::string_view from, uint64_t to_dir, std::string_view to) {
+    if (S_ISDIR(r.mode) || (r.parent == from_dir && r.name == from)) {
+      r.parent = to_dir;
+      r.name.assign(to);
+    }
+  };
 
   if (flags & RENAME_EXCHANGE) {
     InodeRecord& drec = recs[dst->ino];
@@ -767,15 +858,17 @@ Status Volume::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
       QCFS_ASSIGN_OR_RETURN(bool below, is_below(parent, dst->ino));
       if (below) return Status::Error(EINVAL, "cannot move a directory into itself");
     }
-    DirentRecord{state_.current_epoch, dst->ino, dst->type}.EncodeTo(&v);
-    batch.Put(Sl(schema::DirentKey(parent, name)), Sl(v));
+    DirentRecord{vb.epoch(), dst->ino, dst->type}.EncodeTo(&v);
+    QCFS_RETURN_IF_ERROR(vb.Put(schema::DirentKey(parent, name), v).status());
     v.clear();
-    DirentRecord{state_.current_epoch, src.ino, src.type}.EncodeTo(&v);
-    batch.Put(Sl(schema::DirentKey(new_parent, new_name)), Sl(v));
+    DirentRecord{vb.epoch(), src.ino, src.type}.EncodeTo(&v);
+    QCFS_RETURN_IF_ERROR(vb.Put(schema::DirentKey(new_parent, new_name), v).status());
     if (parent != new_parent) {
-      if (src_dir) { srec.parent = new_parent; recs[parent].nlink--; recs[new_parent].nlink++; }
-      if (dst_dir) { drec.parent = parent; recs[new_parent].nlink--; recs[parent].nlink++; }
+      if (src_dir) { recs[parent].nlink--; recs[new_parent].nlink++; }
+      if (dst_dir) { recs[new_parent].nlink--; recs[parent].nlink++; }
     }
+    move_name(srec, parent, name, new_parent, new_name);
+    move_name(drec, new_parent, new_name, parent, name);
     srec.ctime_ns = now;
     drec.ctime_ns = now;
   } else {
@@ -793,16 +886,16 @@ Status Volume::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
       }
       recs[new_parent].size -= std::min<uint64_t>(recs[new_parent].size, 1);
     }
-    batch.Delete(Sl(schema::DirentKey(parent, name)));
-    DirentRecord{state_.current_epoch, src.ino, src.type}.EncodeTo(&v);
-    batch.Put(Sl(schema::DirentKey(new_parent, new_name)), Sl(v));
+    QCFS_RETURN_IF_ERROR(vb.Delete(schema::DirentKey(parent, name)).status());
+    DirentRecord{vb.epoch(), src.ino, src.type}.EncodeTo(&v);
+    QCFS_RETURN_IF_ERROR(vb.Put(schema::DirentKey(new_parent, new_name), v).status());
     recs[parent].size -= std::min<uint64_t>(recs[parent].size, 1);
     recs[new_parent].size += 1;
     if (src_dir && parent != new_parent) {
-      srec.parent = new_parent;
       recs[parent].nlink--;
       recs[new_parent].nlink++;
     }
+    move_name(srec, parent, name, new_parent, new_name);
     srec.ctime_ns = now;
   }
   recs[parent].mtime_ns = recs[parent].ctime_ns = now;
@@ -813,11 +906,11 @@ Status Volume::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
   if (dst && !(flags & RENAME_EXCHANGE)) replaced = dst->ino;
   for (auto& [ino, rec] : recs) {
     if (replaced && ino == *replaced) continue;
-    PutInode(&batch, ino, rec);
+    QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
   }
   if (replaced) {
     InodeRecord drec = recs[*replaced];
-    QCFS_RETURN_IF_ERROR(DropLink(&batch, *replaced, &drec, now));  // writes the batch
+    QCFS_RETURN_IF_ERROR(DropLink(&vb, *replaced, &drec, now, new_name, new_parent));  // writes the batch
   } else {
     QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
   }
@@ -827,6 +920,7 @@ Status Volume::Rename(uint64_t parent, std::string_view name, uint64_t new_paren
       st->rec.nlink = rec.nlink;
       st->rec.size = S_ISDIR(rec.mode) ? rec.size : st->rec.size;
       st->rec.parent = rec.parent;
+      st->rec.name = rec.name;
       st->rec.mtime_ns = rec.mtime_ns;
       st->rec.ctime_ns = rec.ctime_ns;
     }
@@ -852,9 +946,11 @@ Status Volume::Purge(uint64_t ino) {
     rec = *r;
   }
   if (rec.nlink > 0) return Status::Ok();
+  auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
   batch.Delete(Sl(schema::OrphanKey(ino)));
-  return DropLink(&batch, ino, &rec, internal::NowNs());
+  return DropLink(&vb, ino, &rec, internal::NowNs(), "", 0);
 }
 
 Status Volume::PurgeOrphans() {
@@ -874,6 +970,7 @@ Status Volume::PurgeOrphans() {
 
 Result<Attr> Volume::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(ino)) return ReadOnlyView();
   const int64_t now = internal::NowNs();
   if (req.size.has_value()) {
     QCFS_ASSIGN_OR_RETURN(InodeRef inode, Acquire(ino));
@@ -899,8 +996,10 @@ Result<Attr> Volume::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   if (req.mtime_ns) { rec.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns; changed = true; }
   if (changed) {
     rec.ctime_ns = req.ctime_ns ? (*req.ctime_ns == SetAttrRequest::kNow ? now : *req.ctime_ns) : now;
+    auto scope = BeginCommit();
     rocksdb::WriteBatch batch;
-    PutInode(&batch, ino, rec);
+    internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+    QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
     QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
     if (state) {
       state->rec = rec;
@@ -914,6 +1013,7 @@ Result<Attr> Volume::SetAttr(uint64_t ino, const SetAttrRequest& req) {
 
 Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(ino)) return ReadOnlyView();
   if (name.empty() || name.size() > 255) return Status::Error(ERANGE, "invalid attribute name length");
   if (value.size() > kMaxXattrValue) return Status::Error(E2BIG, "attribute value too large");
   std::lock_guard stripe(StripeFor(ino));
@@ -925,17 +1025,28 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
   if ((flags & XATTR_CREATE) && existing.has_value()) return Status::Error(EEXIST, "attribute exists");
   if ((flags & XATTR_REPLACE) && !existing.has_value()) return Status::Error(ENODATA, "no such attribute");
   rec.ctime_ns = internal::NowNs();
+  auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
   std::string v;
-  schema::XattrRecord{state_.current_epoch, std::string(value)}.EncodeTo(&v);
-  batch.Put(Sl(key), Sl(v));
-  PutInode(&batch, ino, rec);
+  schema::XattrRecord{vb.epoch(), std::string(value)}.EncodeTo(&v);
+  QCFS_RETURN_IF_ERROR(vb.Put(key, v, &existing).status());
+  QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
   QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
   if (state) state->rec = rec;
   return Status::Ok();
 }
 
 Result<std::string> Volume::GetXattr(uint64_t ino, std::string_view name) {
+  if (IsView(ino)) {
+    if (ino == kSnapshotsDirIno) return Status::Error(ENODATA, "no such attribute");
+    QCFS_ASSIGN_OR_RETURN(View v, ResolveView(ino));
+    QCFS_ASSIGN_OR_RETURN(auto value, GetAt(schema::XattrKey(v.ino, name), v.epoch));
+    schema::XattrRecord x;
+    if (!value.has_value()) return Status::Error(ENODATA, "no such attribute");
+    if (!schema::XattrRecord::Decode(*value, &x)) return Status::Error(EIO, "malformed attribute record");
+    return std::move(x.value);
+  }
   QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::XattrKey(ino, name)));
   if (!value.has_value()) {
     // Distinguish a missing attribute from a missing inode.
@@ -949,6 +1060,23 @@ Result<std::string> Volume::GetXattr(uint64_t ino, std::string_view name) {
 }
 
 Result<std::vector<std::string>> Volume::ListXattr(uint64_t ino) {
+  if (IsView(ino)) {
+    std::vector<std::string> names;
+    if (ino == kSnapshotsDirIno) return names;
+    QCFS_ASSIGN_OR_RETURN(View v, ResolveView(ino));
+    Status inner;
+    QCFS_RETURN_IF_ERROR(VersionedNames(schema::XattrPrefix(v.ino), "", [&](std::string_view name) {
+      auto value = GetAt(schema::XattrKey(v.ino, name), v.epoch);
+      if (!value.ok()) {
+        inner = value.status();
+        return false;
+      }
+      if (value->has_value()) names.emplace_back(name);
+      return true;
+    }));
+    QCFS_RETURN_IF_ERROR(inner);
+    return names;
+  }
   QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
   (void)rec;
   std::vector<std::string> names;
@@ -960,6 +1088,7 @@ Result<std::vector<std::string>> Volume::ListXattr(uint64_t ino) {
 
 Status Volume::RemoveXattr(uint64_t ino, std::string_view name) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
+  if (IsView(ino)) return ReadOnlyView();
   std::lock_guard stripe(StripeFor(ino));
   InodeRef state = FindState(ino);
   InodeRecord rec;
@@ -968,9 +1097,11 @@ Status Volume::RemoveXattr(uint64_t ino, std::string_view name) {
   QCFS_ASSIGN_OR_RETURN(auto existing, db_->Get(key));
   if (!existing.has_value()) return Status::Error(ENODATA, "no such attribute");
   rec.ctime_ns = internal::NowNs();
+  auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
-  batch.Delete(Sl(key));
-  PutInode(&batch, ino, rec);
+  internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+  QCFS_RETURN_IF_ERROR(vb.Delete(key, &existing).status());
+  QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
   QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
   if (state) state->rec = rec;
   return Status::Ok();
@@ -1016,6 +1147,10 @@ Result<VolumeInfo> Volume::Info() {
   {
     std::lock_guard lock(flush_mu_);
     info.dirty_bytes = buffered_bytes_;
+  }
+  {
+    std::lock_guard lock(snap_mu_);
+    info.snapshots = snapshots_.size();
   }
   std::error_code ec;
   for (auto& e : std::filesystem::recursive_directory_iterator(db_->path(), ec)) {

@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,10 +44,20 @@
 #include "qcfs/meta/schema.h"
 #include "qcfs/store/chunk_store.h"
 #include "qcfs/store/superblock.h"
+#include "qcfs/fs/internal/versioned.h"
 
 namespace qcfs {
 
 inline constexpr uint64_t kRootIno = 1;
+
+// Snapshots are browsable read-only under ROOT/.snapshots/NAME. Their inodes
+// carry the snapshot id in the top 16 bits: ViewIno(id, ino). Live inode
+// numbers stay below 2^48.
+inline constexpr int kViewShift = 48;
+inline constexpr uint64_t kLiveInoLimit = 1ull << kViewShift;
+inline constexpr uint64_t kSnapshotsDirIno = (0xffffull << kViewShift) | 1;  // .snapshots itself
+inline constexpr std::string_view kSnapshotsDirName = ".snapshots";
+inline constexpr uint64_t ViewIno(uint64_t snapshot, uint64_t ino) { return (snapshot << kViewShift) | ino; }
 inline constexpr size_t kMaxNameLength = 255;
 inline constexpr size_t kMaxSymlinkLength = 4095;
 inline constexpr size_t kMaxXattrValue = 65536;
@@ -80,6 +91,12 @@ struct VolumeOptions {
   // Volume lock held) when the volume changed an inode's attributes on its
   // own, so that a kernel cache can be invalidated.
   std::function<void(uint64_t ino)> on_attr_changed;
+  // Likewise when a restore or a snapshot change replaced an inode's data
+  // and attributes, or a directory entry.
+  std::function<void(uint64_t ino)> on_inode_replaced;
+  std::function<void(uint64_t parent, const std::string& name)> on_entry_changed;
+  // List .snapshots in the root directory (it is always reachable by name).
+  bool snapdir_visible = false;
 };
 
 struct MkfsOptions {
@@ -144,7 +161,53 @@ struct VolumeInfo {
   uint64_t files = 0;        // inodes of every type
   uint64_t dirty_bytes = 0;  // buffered, not yet flushed
   uint64_t meta_bytes = 0;   // size of the metadata database on disk
+  uint64_t snapshots = 0;
 };
+
+struct SnapshotInfo {
+  uint64_t id = 0;
+  std::string name;
+  uint64_t epoch = 0;
+  int64_t created_ns = 0;
+  uint64_t logical_bytes = 0;  // bytes the live files held when it was taken
+  uint64_t files = 0;          // inodes then
+  // Stored bytes that deleting it would free (only when asked for: it walks
+  // the changes between it and its neighbours).
+  std::optional<uint64_t> exclusive_bytes;
+};
+
+// What changed between two points in time: a snapshot and a later one, or
+// the live tree. Inode-level changes are what incremental backups stream;
+// `entries` is the same rendered as paths.
+struct SnapshotDiff {
+  struct InodeChange {
+    uint64_t ino = 0;
+    bool existed_before = false;
+    bool exists_after = false;
+    bool metadata = false;              // attributes or extended attributes
+    std::vector<uint64_t> chunks;       // chunk indexes whose content changed
+    uint64_t size_before = 0;
+    uint64_t size_after = 0;
+  };
+  struct Entry {
+    enum class Kind { kAdded, kDeleted, kModified, kRenamed };
+    Kind kind = Kind::kModified;
+    std::string path;      // after (before, for deleted)
+    std::string old_path;  // renamed: the path before
+    uint64_t ino = 0;
+    uint32_t mode = 0;
+    bool data = false;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;  // changed bytes [start, end)
+  };
+  std::string from;  // snapshot names; to == "" is the live tree
+  std::string to;
+  std::vector<InodeChange> inodes;
+  std::vector<Entry> entries;
+  uint64_t journal_keys = 0;  // changed keys examined (the work done)
+};
+
+// Names a snapshot may have: 1-255 bytes, no '/', not "." or "..".
+Status ValidateSnapshotName(std::string_view name);
 
 // The default metadata directory of a device: "<image>.meta" beside an
 // image file, /var/lib/qcfs/<uuid>.meta for a block device.
@@ -154,6 +217,8 @@ std::string MetaPathFor(const std::string& device_path, bool is_block_device, co
 Status Mkfs(const std::string& device_path, const MkfsOptions& options);
 
 namespace internal {
+class VersionedBatch;
+struct Epochs;
 struct Inode;
 struct ChunkBuf;
 struct FlushItem;
@@ -211,6 +276,21 @@ class Volume {
   Result<std::vector<std::string>> ListXattr(uint64_t ino);
   Status RemoveXattr(uint64_t ino, std::string_view name);
 
+  // --- snapshots
+  // Flushes buffered data, then records the tree as it is: O(1).
+  Result<SnapshotInfo> CreateSnapshot(std::string_view name);
+  Result<std::vector<SnapshotInfo>> ListSnapshots(bool with_exclusive);
+  // Frees what only this snapshot holds; cost in proportion to what changed
+  // between it and its neighbours.
+  Status DeleteSnapshot(std::string_view name);
+  // Rolls the live tree back to the snapshot after taking an automatic
+  // snapshot of it (whose name is returned). Open files keep working on the
+  // restored content; those that did not exist in the snapshot go stale
+  // (ESTALE). Buffered data is flushed into the automatic snapshot first.
+  Result<std::string> RestoreSnapshot(std::string_view name);
+  // Changes from snapshot `from` to snapshot `to` ("" = the live tree).
+  Result<SnapshotDiff> Diff(std::string_view from, std::string_view to);
+
   // --- whole volume
   Result<struct statvfs> StatFs();
   // Flushes all buffered data and makes all metadata durable.
@@ -235,7 +315,15 @@ class Volume {
   InodeRef FindState(uint64_t ino);
   void MaybeDropState(const InodeRef& inode);
   Attr ToAttr(uint64_t ino, const schema::InodeRecord& rec, const internal::Inode* state) const;
-  void PutInode(rocksdb::WriteBatch* batch, uint64_t ino, const schema::InodeRecord& rec);
+  // Writes (a version of) an inode, stamped with the batch's epoch.
+  Status PutInode(internal::VersionedBatch* vb, uint64_t ino, const schema::InodeRecord& rec);
+  Status PutDirent(internal::VersionedBatch* vb, uint64_t parent, std::string_view name, uint64_t ino, uint32_t mode);
+  // Holds off snapshot creation while a commit is built and written.
+  struct CommitScope {
+    std::shared_lock<std::shared_mutex> lock;
+    internal::Epochs epochs;
+  };
+  CommitScope BeginCommit();
   std::mutex& StripeFor(uint64_t ino) { return stripes_[ino % kStripes]; }
   std::vector<std::unique_lock<std::mutex>> LockInodes(std::vector<uint64_t> inos);
 
@@ -243,10 +331,12 @@ class Volume {
   Result<schema::DirentRecord> LookupDirent(uint64_t parent, std::string_view name);
   Result<Attr> CreateNode(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                           std::string_view symlink, const Caller& caller, bool open);
-  // Drops one link of `ino`, adding the changes to `batch`, and writes the
-  // batch; the last link of a closed inode deletes it, data included, in the
-  // same batch. REQUIRES: ns_mu_ and the inode's stripe are held.
-  Status DropLink(rocksdb::WriteBatch* batch, uint64_t ino, schema::InodeRecord* rec, int64_t now);
+  // Drops the link (parent, name) of `ino`, adding the changes to `vb`, and
+  // writes the batch; the last link of a closed inode deletes it, data
+  // included, in the same batch. REQUIRES: ns_mu_, the inode's stripe and a
+  // commit scope are held.
+  Status DropLink(internal::VersionedBatch* vb, uint64_t ino, schema::InodeRecord* rec, int64_t now,
+                  std::string_view name, uint64_t parent);
   // Deletes an inode whose last link and handle are gone.
   Status Purge(uint64_t ino);
   Status PurgeOrphans();
@@ -280,6 +370,35 @@ class Volume {
   static constexpr size_t kReleaseBatch = 512;
   void MaybeUpdateAtime(uint64_t ino);
 
+  // Snapshots (snapshots.cc).
+  struct View {
+    uint64_t snapshot = 0;  // id
+    uint64_t epoch = 0;
+    uint64_t ino = 0;       // the inode within the snapshot
+  };
+  static bool IsView(uint64_t ino) { return ino >= kLiveInoLimit; }
+  Status LoadSnapshots();
+  Status ResumePending();
+  // The version of `key` a snapshot taken at `epoch` sees.
+  Result<std::optional<std::string>> GetAt(std::string_view key, uint64_t epoch);
+  Result<schema::InodeRecord> RecordAt(uint64_t ino, uint64_t epoch);
+  Result<View> ResolveView(uint64_t view_ino);
+  Result<Attr> ViewGetAttr(uint64_t view_ino);
+  Result<Attr> ViewLookup(uint64_t parent, std::string_view name);
+  Status ViewReadDir(uint64_t ino, std::string_view after, const std::function<bool(const DirEntry&)>& fn);
+  Result<size_t> ViewRead(uint64_t ino, uint64_t offset, std::span<std::byte> out);
+  // Names of the entries under `prefix` (live and kept versions) after `after`, in order.
+  Status VersionedNames(const std::string& prefix, std::string_view after,
+                        const std::function<bool(std::string_view name)>& fn);
+  Result<SnapshotInfo> CreateSnapshotLocked(std::string_view name);
+  Status RunDelete(const schema::PendingOp& op);
+  Status RunRestore(const schema::PendingOp& op, std::vector<uint64_t>* inodes,
+                    std::vector<std::pair<uint64_t, std::string>>* entries);
+  Result<uint64_t> ExclusiveBytes(const schema::SnapshotRecord& rec, uint64_t previous, uint64_t to);
+  std::optional<std::pair<uint64_t, schema::SnapshotRecord>> FindSnapshot(std::string_view name);
+  void ResetStatesAfterRestore();
+  static Status ReadOnlyView() { return Status::Error(EROFS, "snapshots are read-only"); }
+
   static constexpr size_t kStripes = 256;
 
   const VolumeOptions options_;
@@ -296,6 +415,18 @@ class Volume {
   std::mutex ns_mu_;
   schema::VolumeState state_;
   uint64_t inode_count_ = 0;
+
+  // Guards state_.current_epoch and latest_snapshot_: commits hold it shared
+  // from reading the epoch until their batch is written; taking a snapshot
+  // holds it exclusively. Lock order: after stripes, before the store.
+  std::shared_mutex epoch_mu_;
+  uint64_t latest_snapshot_ = 0;  // epoch of the newest snapshot, 0 if none
+
+  // One snapshot operation (create, delete, restore) at a time; taken first.
+  std::mutex admin_mu_;
+  // Guards snapshots_ (a leaf lock).
+  std::mutex snap_mu_;
+  std::map<uint64_t, schema::SnapshotRecord> snapshots_;  // id -> active snapshot
 
   std::mutex stripes_[kStripes];  // guard each inode's record and in-memory state
 

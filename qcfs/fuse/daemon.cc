@@ -64,6 +64,12 @@ Status Serve(const MountRequest& req, int ready_fd) {
   config.volume.on_attr_changed = [&server_ptr](uint64_t ino) {
     if (FuseServer* s = server_ptr.load()) s->InvalidateAttr(ino);
   };
+  config.volume.on_inode_replaced = [&server_ptr](uint64_t ino) {
+    if (FuseServer* s = server_ptr.load()) s->InvalidateInode(ino);
+  };
+  config.volume.on_entry_changed = [&server_ptr](uint64_t parent, const std::string& name) {
+    if (FuseServer* s = server_ptr.load()) s->InvalidateEntry(parent, name);
+  };
   auto volume_or = Volume::Open(req.device, config.volume);
   if (!volume_or.ok()) return volume_or.status();
   std::unique_ptr<Volume> volume = std::move(volume_or).value();

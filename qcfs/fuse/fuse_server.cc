@@ -499,11 +499,18 @@ void FuseServer::Unmount() {
   }
 }
 
-void FuseServer::InvalidateAttr(uint64_t ino) {
+void FuseServer::InvalidateAttr(uint64_t ino) { Queue({Invalidation::Kind::kAttr, ino, {}}); }
+void FuseServer::InvalidateInode(uint64_t ino) { Queue({Invalidation::Kind::kInode, ino, {}}); }
+void FuseServer::InvalidateEntry(uint64_t parent, const std::string& name) {
+  Queue({Invalidation::Kind::kEntry, parent, name});
+}
+
+void FuseServer::Queue(Invalidation inval) {
   {
     std::lock_guard lock(inval_mu_);
-    if (inval_queue_.size() > 100000) return;  // the kernel's copy just expires later
-    inval_queue_.push_back(ino);
+    // Past this the kernel's copies just expire with their timeouts.
+    if (inval_queue_.size() > 1000000) return;
+    inval_queue_.push_back(std::move(inval));
   }
   inval_cv_.notify_one();
 }
@@ -513,11 +520,20 @@ void FuseServer::InvalidationLoop() {
   for (;;) {
     inval_cv_.wait(lock, [&] { return inval_stop_ || !inval_queue_.empty(); });
     if (inval_stop_) return;
-    uint64_t ino = inval_queue_.front();
+    Invalidation inval = std::move(inval_queue_.front());
     inval_queue_.pop_front();
     lock.unlock();
-    // Attributes only (negative offset): cached pages stay valid.
-    fuse_lowlevel_notify_inval_inode(session_, ino, -1, 0);
+    switch (inval.kind) {
+      case Invalidation::Kind::kAttr:  // attributes only (negative offset): cached pages stay valid
+        fuse_lowlevel_notify_inval_inode(session_, inval.ino, -1, 0);
+        break;
+      case Invalidation::Kind::kInode:
+        fuse_lowlevel_notify_inval_inode(session_, inval.ino, 0, 0);
+        break;
+      case Invalidation::Kind::kEntry:
+        fuse_lowlevel_notify_inval_entry(session_, inval.ino, inval.name.c_str(), inval.name.size());
+        break;
+    }
     lock.lock();
   }
 }

@@ -35,8 +35,11 @@ class FuseServer {
   // Detaches the mount; requests still queued fail.
   void Unmount();
 
-  // Asks the kernel to forget cached attributes of `ino` (asynchronously).
+  // Ask the kernel to forget what it cached (asynchronously): the attributes
+  // of `ino`; its data and attributes; a directory entry.
   void InvalidateAttr(uint64_t ino);
+  void InvalidateInode(uint64_t ino);
+  void InvalidateEntry(uint64_t parent, const std::string& name);
 
   Volume* volume() const { return volume_; }
   const MountConfig& config() const { return config_; }
@@ -51,9 +54,16 @@ class FuseServer {
   bool mounted_ = false;
   bool signals_installed_ = false;
 
+  struct Invalidation {
+    enum class Kind { kAttr, kInode, kEntry } kind;
+    uint64_t ino;
+    std::string name;
+  };
+  void Queue(Invalidation inval);
+
   std::mutex inval_mu_;  // guards inval_queue_, inval_stop_
   std::condition_variable inval_cv_;
-  std::deque<uint64_t> inval_queue_;
+  std::deque<Invalidation> inval_queue_;
   bool inval_stop_ = false;
   std::thread inval_thread_;
 };

@@ -43,6 +43,8 @@ const char* MountOptionsHelp() {
          "  flush_interval=SECONDS   oldest buffered data is flushed after this (default 5)\n"
          "  discard, nodiscard       return freed space to the device (default discard)\n"
          "  meta=DIR                 metadata directory (default IMAGE.meta)\n"
+         "  snapdir=hidden|visible   list .snapshots in the root (default hidden;\n"
+         "                             it is always reachable by name)\n"
          "  dev, nodev, suid, nosuid, exec, noexec, sync, async: as mount(8)\n"
          "  auto, noauto, nofail, _netdev, user, defaults, x-*: accepted for fstab\n";
 }
@@ -92,6 +94,9 @@ Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* con
         config->volume.store.discard = true;
       } else if (key == "nodiscard") {
         config->volume.store.discard = false;
+      } else if (key == "snapdir") {
+        if (value != "visible" && value != "hidden") return Status::Error(EINVAL, "snapdir must be visible or hidden");
+        config->volume.snapdir_visible = value == "visible";
       } else if (key == "meta") {
         QCFS_RETURN_IF_ERROR(need_value());
         config->volume.meta_dir = value;

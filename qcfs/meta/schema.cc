@@ -64,6 +64,38 @@ std::string LocationKey(uint32_t segment, uint32_t offset, uint32_t pack_offset)
   return k;
 }
 
+std::string SnapshotKey(uint64_t id) { return Prefixed(kSnapshotPrefix, id); }
+
+std::string HistoryPrefix(std::string_view key) {
+  std::string k(1, kHistoryPrefix);
+  k.append(key);
+  k.push_back('\0');
+  return k;
+}
+
+std::string HistoryKey(std::string_view key, uint64_t epoch) {
+  std::string k = HistoryPrefix(key);
+  PutBig64(&k, ~epoch);
+  return k;
+}
+
+bool ParseHistoryKey(std::string_view hkey, std::string_view* key, uint64_t* epoch) {
+  if (hkey.size() < 1 + 1 + 8 || hkey[0] != kHistoryPrefix || hkey[hkey.size() - 9] != '\0') return false;
+  *key = hkey.substr(1, hkey.size() - 10);
+  *epoch = ~GetBig64(hkey.data() + hkey.size() - 8);
+  return true;
+}
+
+std::string JournalPrefix(uint64_t epoch) { return Prefixed(kJournalPrefix, epoch); }
+
+std::string JournalKey(uint64_t epoch, std::string_view key) {
+  std::string k = JournalPrefix(epoch);
+  k.append(key);
+  return k;
+}
+
+bool ValueEpoch(std::string_view value, uint64_t* epoch) { return Decoder(value).Varint(epoch); }
+
 bool ParseU64Suffix(std::string_view suffix, uint64_t* value) {
   if (suffix.size() != 8) return false;
   *value = GetBig64(suffix.data());
@@ -77,8 +109,8 @@ bool ParseU32Suffix(std::string_view suffix, uint32_t* value) {
 
 void InodeRecord::EncodeTo(std::string* out) const {
   Encoder e(out);
-  e.U8(kInodeFormat);
   e.Varint(epoch);
+  e.U8(kInodeFormat);
   e.Varint(mode);
   e.Varint(uid);
   e.Varint(gid);
@@ -92,20 +124,23 @@ void InodeRecord::EncodeTo(std::string* out) const {
   e.Varint(parent);
   e.Varint(chunks);
   e.String(symlink);
+  e.String(name);
 }
 
 bool InodeRecord::Decode(std::string_view in, InodeRecord* r) {
   Decoder d(in);
   uint8_t format;
-  std::string_view link;
-  if (!d.U8(&format) || format != kInodeFormat) return false;
-  if (!d.Varint(&r->epoch) || !d.VarintAs(&r->mode) || !d.VarintAs(&r->uid) || !d.VarintAs(&r->gid) ||
+  std::string_view link, name;
+  if (!d.Varint(&r->epoch) || !d.U8(&format) || format != kInodeFormat) return false;
+  if (!d.VarintAs(&r->mode) || !d.VarintAs(&r->uid) || !d.VarintAs(&r->gid) ||
       !d.VarintAs(&r->nlink) || !d.Varint(&r->size) || !d.SignedVarint(&r->atime_ns) ||
       !d.SignedVarint(&r->mtime_ns) || !d.SignedVarint(&r->ctime_ns) || !d.SignedVarint(&r->btime_ns) ||
-      !d.Varint(&r->rdev) || !d.Varint(&r->parent) || !d.Varint(&r->chunks) || !d.String(&link)) {
+      !d.Varint(&r->rdev) || !d.Varint(&r->parent) || !d.Varint(&r->chunks) || !d.String(&link) ||
+      !d.String(&name)) {
     return false;
   }
   r->symlink.assign(link);
+  r->name.assign(name);
   return d.done();
 }
 
@@ -125,12 +160,15 @@ void ExtentRecord::EncodeTo(std::string* out) const {
   Encoder e(out);
   e.Varint(epoch);
   e.Bytes(fp.AsStringView());
+  e.Varint(raw_len);
 }
 
 bool ExtentRecord::Decode(std::string_view in, ExtentRecord* r) {
   Decoder d(in);
   std::string_view fp;
-  if (!d.Varint(&r->epoch) || !d.Bytes(Fingerprint::kSize, &fp) || !d.done()) return false;
+  if (!d.Varint(&r->epoch) || !d.Bytes(Fingerprint::kSize, &fp) || !d.VarintAs(&r->raw_len) || !d.done()) {
+    return false;
+  }
   r->fp = Fingerprint::FromBytes(fp);
   return true;
 }
@@ -188,12 +226,13 @@ void VolumeState::EncodeTo(std::string* out) const {
   e.Varint(current_epoch);
   e.Varint(clean_unmount);
   e.Varint(inodes);
+  e.Varint(next_snapshot);
 }
 
 bool VolumeState::Decode(std::string_view in, VolumeState* r) {
   Decoder d(in);
   return d.Varint(&r->next_ino) && d.Varint(&r->current_epoch) && d.Varint(&r->clean_unmount) &&
-         d.Varint(&r->inodes) && d.done();
+         d.Varint(&r->inodes) && d.Varint(&r->next_snapshot) && d.done();
 }
 
 void StoreStats::EncodeTo(std::string* out) const {
@@ -202,12 +241,61 @@ void StoreStats::EncodeTo(std::string* out) const {
   e.Varint(unique_bytes);
   e.Varint(stored_bytes);
   e.Varint(referenced_bytes);
+  e.Varint(history_bytes);
 }
 
 bool StoreStats::Decode(std::string_view in, StoreStats* r) {
   Decoder d(in);
   return d.Varint(&r->chunks) && d.Varint(&r->unique_bytes) && d.Varint(&r->stored_bytes) &&
-         d.Varint(&r->referenced_bytes) && d.done();
+         d.Varint(&r->referenced_bytes) && d.Varint(&r->history_bytes) && d.done();
+}
+
+void EncodeHistory(uint64_t died, std::string_view value, std::string* out) {
+  Encoder e(out);
+  e.Varint(died);
+  e.Bytes(value);
+}
+
+bool DecodeHistory(std::string_view in, uint64_t* died, std::string_view* value) {
+  Decoder d(in);
+  if (!d.Varint(died)) return false;
+  return d.Bytes(d.remaining(), value);
+}
+
+void SnapshotRecord::EncodeTo(std::string* out) const {
+  Encoder e(out);
+  e.String(name);
+  e.Varint(epoch);
+  e.SignedVarint(created_ns);
+  e.Varint(logical_bytes);
+  e.Varint(files);
+  e.U8(state);
+}
+
+bool SnapshotRecord::Decode(std::string_view in, SnapshotRecord* r) {
+  Decoder d(in);
+  std::string_view name;
+  if (!d.String(&name) || !d.Varint(&r->epoch) || !d.SignedVarint(&r->created_ns) || !d.Varint(&r->logical_bytes) ||
+      !d.Varint(&r->files) || !d.U8(&r->state) || !d.done()) {
+    return false;
+  }
+  r->name.assign(name);
+  return true;
+}
+
+void PendingOp::EncodeTo(std::string* out) const {
+  Encoder e(out);
+  e.U8(kind);
+  e.Varint(snapshot);
+  e.Varint(from);
+  e.Varint(to);
+  e.Varint(previous);
+}
+
+bool PendingOp::Decode(std::string_view in, PendingOp* r) {
+  Decoder d(in);
+  return d.U8(&r->kind) && d.Varint(&r->snapshot) && d.Varint(&r->from) && d.Varint(&r->to) &&
+         d.Varint(&r->previous) && d.done();
 }
 
 }  // namespace qcfs::schema

@@ -14,9 +14,15 @@
 //   G segment              segment usage: live bytes
 //   L segment offset pos   location -> fingerprint (what the cleaner moves);
 //                          pos is the chunk's offset inside a pack, else 0
+//   P id                   snapshot
+//   H key 0 ~epoch         history: a version of a versioned key that a
+//                          snapshot still sees (key as above, then a zero
+//                          byte, then its epoch inverted, newest first)
+//   J epoch key            journal: `key` changed during `epoch`
 //
-// Versioned records (I, D, E, X) carry the epoch in which they were written,
-// so that snapshots can keep the versions they need (docs/design.md).
+// Versioned records (I, D, E, X) begin with the epoch in which they were
+// written, so that snapshots can keep the versions they need
+// (docs/design.md, "Snapshots").
 //
 // Decoders return false on malformed input; they never read out of bounds.
 #pragma once
@@ -38,11 +44,15 @@ inline constexpr char kOrphanPrefix = 'O';
 inline constexpr char kChunkPrefix = 'C';
 inline constexpr char kSegmentPrefix = 'G';
 inline constexpr char kLocationPrefix = 'L';
+inline constexpr char kSnapshotPrefix = 'P';
+inline constexpr char kHistoryPrefix = 'H';
+inline constexpr char kJournalPrefix = 'J';
 
 // System record names.
 inline constexpr std::string_view kSuperblockName = "superblock";  // raw on-device superblock
 inline constexpr std::string_view kVolumeStateName = "volume";     // VolumeState
 inline constexpr std::string_view kStatsName = "stats";            // StoreStats
+inline constexpr std::string_view kPendingName = "pending";        // PendingOp
 
 std::string SystemKey(std::string_view name);
 std::string InodeKey(uint64_t ino);
@@ -57,6 +67,20 @@ std::string ChunkKey(const Fingerprint& fp);
 std::string SegmentKey(uint32_t segment);
 std::string LocationPrefix(uint32_t segment);
 std::string LocationKey(uint32_t segment, uint32_t offset, uint32_t pack_offset);
+
+std::string SnapshotKey(uint64_t id);
+// History of `key`: all versions share HistoryPrefix(key); HistoryKey adds
+// the version's epoch. Seeking HistoryKey(key, e) finds the newest version
+// born at or before e.
+std::string HistoryPrefix(std::string_view key);
+std::string HistoryKey(std::string_view key, uint64_t epoch);
+// Splits a history key into the versioned key and the epoch.
+bool ParseHistoryKey(std::string_view hkey, std::string_view* key, uint64_t* epoch);
+std::string JournalPrefix(uint64_t epoch);
+std::string JournalKey(uint64_t epoch, std::string_view key);
+
+// The epoch a versioned value was written in (its first varint).
+bool ValueEpoch(std::string_view value, uint64_t* epoch);
 
 // Parsers for keys found while iterating a prefix (the part after it).
 bool ParseU64Suffix(std::string_view suffix, uint64_t* value);
@@ -74,9 +98,10 @@ struct InodeRecord {
   int64_t ctime_ns = 0;
   int64_t btime_ns = 0;  // creation time
   uint64_t rdev = 0;
-  uint64_t parent = 0;  // directories: the directory that holds this one
+  uint64_t parent = 0;  // the directory holding the inode's primary name (0: unknown)
   uint64_t chunks = 0;  // regular files: extents (non-hole chunks) stored
   std::string symlink;  // symlinks: the target
+  std::string name;     // the primary name (for paths in diffs; "" when unknown)
 
   void EncodeTo(std::string* out) const;
   static bool Decode(std::string_view in, InodeRecord* out);
@@ -94,6 +119,7 @@ struct DirentRecord {
 struct ExtentRecord {
   uint64_t epoch = 0;
   Fingerprint fp;
+  uint32_t raw_len = 0;  // content bytes of the chunk
 
   void EncodeTo(std::string* out) const;
   static bool Decode(std::string_view in, ExtentRecord* out);
@@ -139,6 +165,7 @@ struct VolumeState {
   uint64_t current_epoch = 1;  // epoch of new versions; snapshots advance it
   uint64_t clean_unmount = 0;  // 1 after a clean unmount, 0 while mounted
   uint64_t inodes = 0;         // inodes of every type, the root included
+  uint64_t next_snapshot = 1;  // snapshot ids are never reused
 
   void EncodeTo(std::string* out) const;
   static bool Decode(std::string_view in, VolumeState* out);
@@ -149,11 +176,42 @@ struct StoreStats {
   uint64_t chunks = 0;            // distinct chunks stored
   uint64_t unique_bytes = 0;      // sum of raw_len over chunks
   uint64_t stored_bytes = 0;      // sum of shares over chunks: bytes of live records
-  uint64_t referenced_bytes = 0;  // sum of raw_len x refcount: logical data
+  uint64_t referenced_bytes = 0;  // sum of raw_len x refcount: logical data, snapshots included
+  uint64_t history_bytes = 0;     // the part of referenced_bytes held only by kept versions
 
   void EncodeTo(std::string* out) const;
   static bool Decode(std::string_view in, StoreStats* out);
   friend bool operator==(const StoreStats&, const StoreStats&) = default;
+};
+
+// The value of a history key: when the version stopped being live, and the
+// version itself (a value as the live key held it).
+void EncodeHistory(uint64_t died, std::string_view value, std::string* out);
+bool DecodeHistory(std::string_view in, uint64_t* died, std::string_view* value);
+
+// A snapshot: the tree as it was at the end of `epoch`.
+struct SnapshotRecord {
+  std::string name;
+  uint64_t epoch = 0;
+  int64_t created_ns = 0;
+  uint64_t logical_bytes = 0;  // bytes the live files held when it was taken
+  uint64_t files = 0;          // inodes then
+  uint8_t state = 0;           // 0 active, 1 being deleted
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, SnapshotRecord* out);
+};
+
+// A snapshot operation that must finish after a crash (delete, restore).
+struct PendingOp {
+  uint8_t kind = 0;        // 1 delete, 2 restore
+  uint64_t snapshot = 0;   // id of the snapshot deleted or restored
+  uint64_t from = 0;       // journal epochs (from, to] to walk
+  uint64_t to = 0;
+  uint64_t previous = 0;   // delete: epoch of the previous snapshot, 0 if none
+
+  void EncodeTo(std::string* out) const;
+  static bool Decode(std::string_view in, PendingOp* out);
 };
 
 }  // namespace qcfs::schema

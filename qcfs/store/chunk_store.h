@@ -255,6 +255,12 @@ class ChunkStore::Txn {
   Status AddRefExisting(const Fingerprint& fp);
   // Drops one reference. A chunk without references is freed at commit.
   Status DropRef(const Fingerprint& fp);
+  // Accounts `raw_len` referenced bytes as held only by a kept version
+  // (snapshots): positive when a version is kept, negative when it goes.
+  void AddHistory(int64_t raw_len) {
+    new_stats_.history_bytes += static_cast<uint64_t>(raw_len);
+    stats_changed_ = true;
+  }
 
   // Writes records staged by this txn to the device, syncs it, and adds the
   // index, reverse index, segment usage and stats records to `batch`.
@@ -262,7 +268,7 @@ class ChunkStore::Txn {
   // Call once `batch` is written: applies the in-memory accounting.
   void Committed();
 
-  bool has_changes() const { return !entries_.empty() || !moves_.empty(); }
+  bool has_changes() const { return !entries_.empty() || !moves_.empty() || stats_changed_; }
 
  private:
   friend class ChunkStore;
@@ -295,6 +301,7 @@ class ChunkStore::Txn {
   std::vector<uint32_t> closed_segments_;  // filled during this txn
   std::unordered_map<uint32_t, int64_t> live_delta_;
   schema::StoreStats new_stats_;
+  bool stats_changed_ = false;
   bool committed_ = false;
 };
 

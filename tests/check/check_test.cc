@@ -46,6 +46,17 @@ class CheckTest : public ::testing::Test {
     return r.ok() ? *r : CheckReport{};
   }
 
+  static std::string Describe(const CheckReport& r) {
+    std::string out;
+    for (auto& f : r.findings) out += f.kind + ": " + f.detail + "\n";
+    return out;
+  }
+
+  void ExpectClean() {
+    CheckReport r = Check(false);
+    EXPECT_TRUE(r.clean()) << Describe(r);
+  }
+
   bool Has(const CheckReport& r, const std::string& kind) {
     for (auto& f : r.findings) {
       if (f.kind == kind) return true;
@@ -80,7 +91,7 @@ TEST_F(CheckTest, WrongRefcountIsFoundAndRepaired) {
   });
   EXPECT_TRUE(Has(Check(false), "refcount"));
   EXPECT_TRUE(Has(Check(true), "refcount"));
-  EXPECT_TRUE(Check(false).clean());
+  ExpectClean();
 }
 
 TEST_F(CheckTest, LeakedChunkAndBadCountersAreRepaired) {
@@ -101,7 +112,7 @@ TEST_F(CheckTest, LeakedChunkAndBadCountersAreRepaired) {
   EXPECT_TRUE(Has(found, "chunk-count"));
   CheckReport repaired = Check(true);
   EXPECT_EQ(repaired.unrepaired(), 0u);
-  EXPECT_TRUE(Check(false).clean());
+  ExpectClean();
   v_.Open();
   EXPECT_EQ(v_.ReadAll(a_), RandomBytes(300000, 1));
 }
@@ -122,7 +133,7 @@ TEST_F(CheckTest, LinkCountsAndUnreachableInodes) {
   EXPECT_TRUE(Has(found, "unreachable"));
   EXPECT_TRUE(Has(found, "dir-size"));
   Check(true);
-  EXPECT_TRUE(Check(false).clean());
+  ExpectClean();
   v_.Open();
   auto lost = v_->Lookup(kRootIno, "lost+found");
   ASSERT_TRUE(lost.ok());

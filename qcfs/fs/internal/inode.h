@@ -31,6 +31,7 @@ struct Inode {
   uint64_t size = 0;        // apparent size; rec.size is what data on disk covers
   int open_count = 0;
   bool purged = false;      // deleted; pending flushes must not commit
+  bool stale = false;       // replaced by a restore: the handle no longer names a file
   uint64_t generation = 0;  // bumped by every commit of data or truncation
   std::map<uint64_t, std::shared_ptr<ChunkBuf>> dirty;     // chunk index -> written, not flushed
   std::map<uint64_t, std::shared_ptr<ChunkBuf>> inflight;  // chunk index -> being flushed
