@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and shows QCFS at work on a volume in a
-# temp dir: mkfs, mount, copy a real tree twice, info, unmount, check.
+# temp dir: mkfs, mount, copy a real tree twice, snapshot, diff, restore,
+# info, unmount, check.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -36,15 +37,23 @@ step "$qcfs" mount "$work/demo.img" "$work/mnt"
 step df -h "$work/mnt"
 timed cp -a "$tree" "$work/mnt/tree"
 step "$qcfs" info "$work/mnt"
+timed "$qcfs" snapshot create "$work/mnt" first-copy
 timed cp -a "$tree" "$work/mnt/tree-copy"
 step "$qcfs" info "$work/mnt"
+victim="$work/mnt/tree/$(ls "$work/mnt/tree" | grep '\.h$' | head -1)"
+step sh -c "echo 'an accidental edit' > $victim"
+step rm -rf "$work/mnt/tree-copy"
+step "$qcfs" snapshot diff "$work/mnt" first-copy
+step ls "$work/mnt/.snapshots/first-copy"
+timed "$qcfs" snapshot restore "$work/mnt" first-copy
+step "$qcfs" snapshot list "$work/mnt"
 timed diff -r --no-dereference "$tree" "$work/mnt/tree"
-echo "  identical"
+echo "  identical: the edit is undone"
 timed "$qcfs" umount "$work/mnt"
 step "$qcfs" check "$work/demo.img"
 step "$qcfs" mount "$work/demo.img" "$work/mnt"
-timed diff -r --no-dereference "$tree" "$work/mnt/tree-copy"
-echo "  identical after a remount"
+timed diff -r --no-dereference "$tree" "$work/mnt/tree"
+echo "  identical after the restore and a remount"
 step "$qcfs" umount "$work/mnt"
 step du -h --apparent-size "$work/demo.img"
 step du -h "$work/demo.img"

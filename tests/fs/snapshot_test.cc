@@ -289,6 +289,40 @@ TEST(Snapshot, InterruptedDeleteFinishesAtTheNextOpen) {
   EXPECT_FALSE(v->db()->Get(schema::SystemKey(schema::kPendingName))->has_value());
 }
 
+TEST(Snapshot, InterruptedRestoreFinishesAtTheNextOpen) {
+  TestVolume v;
+  uint64_t f = v.CreateFile(kRootIno, "f", "as in the snapshot");
+  ASSERT_TRUE(v->CreateSnapshot("s").ok());
+  ASSERT_TRUE(v->Open(f, O_RDWR).ok());
+  v.WriteAt(f, 0, "AFTERWARDS, LONGER TEXT");
+  ASSERT_TRUE(v->Release(f).ok());
+  v.CreateFile(kRootIno, "later", "l");
+  // What RestoreSnapshot records before its walk: the safety snapshot, then the intent.
+  auto saved = v->CreateSnapshot("saved");
+  ASSERT_TRUE(saved.ok());
+  auto list = *v->ListSnapshots(false);
+  schema::PendingOp op;
+  op.kind = 2;
+  op.snapshot = list[0].id;
+  op.from = list[0].epoch;
+  op.to = saved->epoch;
+  rocksdb::WriteBatch b;
+  std::string val;
+  op.EncodeTo(&val);
+  b.Put(schema::SystemKey(schema::kPendingName), val);
+  ASSERT_TRUE(v->db()->Write(&b, true).ok());
+  v.Reopen();  // the "crash": the next open finishes the restore
+  EXPECT_EQ(v.ReadAll(f), "as in the snapshot");
+  EXPECT_EQ(v->Lookup(kRootIno, "later").status().code(), ENOENT);
+  uint64_t root = SnapRoot(v.get(), "saved");
+  EXPECT_EQ(ReadView(v.get(), Walk(v.get(), root, "f")->ino), "AFTERWARDS, LONGER TEXT");
+  v.Close();
+  auto r = CheckVolume(v.image(), CheckOptions{});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->clean()) << (r->findings.empty() ? "" : r->findings[0].kind + ": " + r->findings[0].detail);
+  v.Open();
+}
+
 // A randomized model test: random operations interleaved with snapshot
 // create, delete and restore, checked against an in-memory model of the
 // live tree and of every snapshot. QCFS_MODEL_SEED and QCFS_MODEL_OPS pick
