@@ -36,7 +36,7 @@ results+=("$(printf '%-10s %8s %8s %8s %8s %9s' "$(findmnt -no FSTYPE -T "$work"
 rm -rf "$work/plain"
 
 for comp in lz4 zstd:3; do
-  rm -f "$work/vol.img"; rm -rf "$work/vol.img.meta"
+  rm -f "$work/vol.img"
   "$qcfs" mkfs "$work/vol.img" --size 8G --compression "$comp" > /dev/null
   "$qcfs" mount "$work/vol.img" "$work/mnt"
   t0=$(now); cp -a "$tree" "$work/mnt/tree"; t1=$(now); "$qcfs" umount "$work/mnt"; t2=$(now)

@@ -46,10 +46,9 @@ std::string Thousands(uint64_t v) {
 // ---------------------------------------------------------------- mkfs
 
 int RunMkfs(const std::string& device, const std::string& size, const std::string& chunk,
-            const std::string& compression, const std::string& meta, bool force) {
+            const std::string& compression, bool force) {
   MkfsOptions o;
   o.force = force;
-  o.meta_dir = meta;
   if (!size.empty()) {
     auto s = ParseSize(size);
     if (!s.ok()) return Fail(s.status().WithContext("--size"));
@@ -64,7 +63,6 @@ int RunMkfs(const std::string& device, const std::string& size, const std::strin
   Status s = Mkfs(device, o);
   if (!s.ok()) return Fail(s);
   VolumeOptions vo;
-  vo.meta_dir = meta;
   vo.read_only = true;
   auto v = Volume::Open(device, vo);
   if (!v.ok()) return Fail(v.status());
@@ -75,7 +73,7 @@ int RunMkfs(const std::string& device, const std::string& size, const std::strin
              Thousands(info->usage.segment_count), FormatSize(info->usage.segment_size));
   fmt::print("  Chunk size   {}\n", FormatSize(info->chunk_size));
   fmt::print("  Compression  {}\n", info->compression);
-  fmt::print("  Metadata     {}\n", info->meta_dir);
+  fmt::print("  Metadata     on the device\n");
   return 0;
 }
 
@@ -83,8 +81,8 @@ int RunMkfs(const std::string& device, const std::string& size, const std::strin
 
 // Runs a control request on a volume: through its daemon when it is mounted
 // (TARGET is the mountpoint or the device), on the device itself otherwise.
-Result<nlohmann::json> VolumeRequest(const std::string& target, const std::string& meta,
-                                     const nlohmann::json& request, bool writable, std::string* mountpoint = nullptr) {
+Result<nlohmann::json> VolumeRequest(const std::string& target, const nlohmann::json& request, bool writable,
+                                     std::string* mountpoint = nullptr) {
   if (std::optional<MountRecord> rec = FindMount(target)) {
     if (mountpoint) *mountpoint = rec->mountpoint;
     return ControlCall(rec->socket, request);
@@ -94,7 +92,6 @@ Result<nlohmann::json> VolumeRequest(const std::string& target, const std::strin
     return Status::Errorf(EINVAL, "{} is not a mounted QCFS volume", target);
   }
   VolumeOptions vo;
-  vo.meta_dir = meta;
   vo.read_only = !writable;
   auto v = Volume::Open(target, vo);
   if (!v.ok()) return v.status();
@@ -117,7 +114,7 @@ std::string FormatTime(int64_t ns) {
 // ---------------------------------------------------------------- snapshot
 
 int RunSnapshot(const std::string& action, const std::string& target, const std::vector<std::string>& names,
-                const std::string& meta, bool json, bool chunks) {
+                bool json, bool chunks) {
   auto need = [&](size_t n) -> Status {
     if (names.size() < n) return Status::Errorf(EINVAL, "qcfs snapshot {} needs a snapshot name", action);
     return Status::Ok();
@@ -128,14 +125,14 @@ int RunSnapshot(const std::string& action, const std::string& target, const std:
   };
   if (action == "create") {
     if (Status s = need(1); !s.ok()) return Fail(s);
-    auto r = VolumeRequest(target, meta, {{"op", "snapshot-create"}, {"name", names[0]}}, true);
+    auto r = VolumeRequest(target, {{"op", "snapshot-create"}, {"name", names[0]}}, true);
     if (!r.ok()) return Fail(r.status());
     if (json) fmt::print("{}\n", r->dump(2));
     else fmt::print("Created snapshot '{}' ({:.0f} ms)\n", names[0], ms());
     return 0;
   }
   if (action == "list") {
-    auto r = VolumeRequest(target, meta, {{"op", "snapshot-list"}, {"exclusive", true}}, false);
+    auto r = VolumeRequest(target, {{"op", "snapshot-list"}, {"exclusive", true}}, false);
     if (!r.ok()) return Fail(r.status());
     if (json) {
       fmt::print("{}\n", r->dump(2));
@@ -158,7 +155,7 @@ int RunSnapshot(const std::string& action, const std::string& target, const std:
   }
   if (action == "delete") {
     if (Status s = need(1); !s.ok()) return Fail(s);
-    auto r = VolumeRequest(target, meta, {{"op", "snapshot-delete"}, {"name", names[0]}}, true);
+    auto r = VolumeRequest(target, {{"op", "snapshot-delete"}, {"name", names[0]}}, true);
     if (!r.ok()) return Fail(r.status());
     if (json) fmt::print("{}\n", r->dump(2));
     else fmt::print("Deleted snapshot '{}' ({:.0f} ms)\n", names[0], ms());
@@ -166,7 +163,7 @@ int RunSnapshot(const std::string& action, const std::string& target, const std:
   }
   if (action == "restore") {
     if (Status s = need(1); !s.ok()) return Fail(s);
-    auto r = VolumeRequest(target, meta, {{"op", "snapshot-restore"}, {"name", names[0]}}, true);
+    auto r = VolumeRequest(target, {{"op", "snapshot-restore"}, {"name", names[0]}}, true);
     if (!r.ok()) return Fail(r.status());
     if (json) {
       fmt::print("{}\n", r->dump(2));
@@ -179,7 +176,7 @@ int RunSnapshot(const std::string& action, const std::string& target, const std:
   if (action == "diff") {
     if (Status s = need(1); !s.ok()) return Fail(s);
     std::string to = names.size() > 1 ? names[1] : "";
-    auto r = VolumeRequest(target, meta, {{"op", "snapshot-diff"}, {"from", names[0]}, {"to", to}, {"chunks", chunks}},
+    auto r = VolumeRequest(target, {{"op", "snapshot-diff"}, {"from", names[0]}, {"to", to}, {"chunks", chunks}},
                            false);
     if (!r.ok()) return Fail(r.status());
     if (json) {
@@ -228,13 +225,14 @@ void PrintInfo(const nlohmann::json& j) {
   fmt::print("  Segments      {} used, {} free of {} ({} each)\n", Thousands(seg.value("used", uint64_t{0})),
              Thousands(seg.value("free", uint64_t{0}) + seg.value("pending_free", uint64_t{0})),
              Thousands(seg.value("total", uint64_t{0})), FormatSize(seg.value("size", uint64_t{0})));
-  fmt::print("  Metadata      {} in {}\n", FormatSize(u("metadata_bytes")), j.value("metadata_dir", ""));
+  fmt::print("  Metadata      {} in {} segments\n", FormatSize(u("metadata_bytes")),
+             Thousands(u("metadata_segments")));
   if (u("buffered_bytes") > 0) fmt::print("  Buffered      {} not yet flushed\n", FormatSize(u("buffered_bytes")));
 }
 
-int RunInfo(const std::string& target, const std::string& meta, bool json) {
+int RunInfo(const std::string& target, bool json) {
   std::string mountpoint;
-  auto r = VolumeRequest(target, meta, {{"op", "info"}}, false, &mountpoint);
+  auto r = VolumeRequest(target, {{"op", "info"}}, false, &mountpoint);
   if (!r.ok()) return Fail(r.status());
   nlohmann::json j = *r;
   if (!mountpoint.empty()) j["mountpoint"] = mountpoint;
@@ -246,15 +244,89 @@ int RunInfo(const std::string& target, const std::string& meta, bool json) {
   return 0;
 }
 
+// ---------------------------------------------------------------- trim, resize
+
+int RunTrim(const std::string& target, bool json) {
+  std::string mountpoint;
+  auto r = VolumeRequest(target, {{"op", "trim"}}, true, &mountpoint);
+  if (!r.ok()) return Fail(r.status());
+  if (json) {
+    fmt::print("{}\n", r->dump(2));
+    return 0;
+  }
+  fmt::print("{}: {} trimmed", mountpoint.empty() ? target : mountpoint,
+             FormatSize(r->value("trimmed_bytes", uint64_t{0})));
+  if (uint64_t n = r->value("segments_cleaned", uint64_t{0}); n > 0) {
+    fmt::print(" ({} partly used segments compacted first)", Thousands(n));
+  }
+  fmt::print("\n");
+  return 0;
+}
+
+int RunResize(const std::string& target, const std::string& size, bool json) {
+  nlohmann::json request = {{"op", "resize"}};
+  if (!size.empty()) {
+    bool relative = size[0] == '+';
+    auto s = ParseSize(relative ? size.substr(1) : size);
+    if (!s.ok()) return Fail(s.status().WithContext("--size"));
+    if (*s == 0) return Fail(Status::Error(EINVAL, "--size: must be more than 0"));
+    request[relative ? "grow_by" : "size"] = *s;
+  }
+  auto r = VolumeRequest(target, request, true);
+  if (!r.ok()) return Fail(r.status());
+  if (json) {
+    fmt::print("{}\n", r->dump(2));
+    return 0;
+  }
+  uint64_t old_bytes = r->value("old_bytes", uint64_t{0}), new_bytes = r->value("new_bytes", uint64_t{0});
+  if (new_bytes == old_bytes) {
+    fmt::print("{}: already spans {} of its device; nothing to grow\n", target, FormatSize(old_bytes));
+    return 0;
+  }
+  fmt::print("{}: grown from {} to {} ({} segments, was {}); capacity {}, free {}\n", target, FormatSize(old_bytes),
+             FormatSize(new_bytes), Thousands(r->value("new_segments", uint64_t{0})),
+             Thousands(r->value("old_segments", uint64_t{0})), FormatSize(r->value("capacity_bytes", uint64_t{0})),
+             FormatSize(r->value("free_bytes", uint64_t{0})));
+  return 0;
+}
+
+// ---------------------------------------------------------------- umount(8) helper
+
+// umount(8) runs /sbin/umount.fuse.qcfs TARGET [-flnrv] [-t TYPE] [-N NS]
+// for a fuse.qcfs mount. Unmounting through qcfs umount makes a plain
+// "umount /mnt/data" (and systemd at shutdown) return only once everything
+// is flushed and the daemon has closed the volume.
+int RunUmountHelper(const std::vector<std::string>& args) {
+  std::string target;
+  bool lazy = false;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-t" || a == "-N") {
+      ++i;  // the type, or a namespace
+    } else if (a.size() > 1 && a[0] == '-') {
+      // -l detaches; -f (a stuck daemon) also detaches rather than wait.
+      if (a.find('l') != std::string::npos || a.find('f') != std::string::npos) lazy = true;
+    } else if (target.empty()) {
+      target = a;
+    }
+  }
+  if (target.empty()) {
+    fmt::print(stderr, "usage: umount.fuse.qcfs MOUNTPOINT [-l] [-f]\n");
+    return 2;
+  }
+  Status s = UnmountVolume(target, lazy);
+  if (!s.ok()) return Fail(s);
+  return 0;
+}
+
 // ---------------------------------------------------------------- check
 
-int RunCheck(const std::string& device, const std::string& meta, bool repair, bool json, bool full, bool no_data) {
+int RunCheck(const std::string& device, bool repair, bool json, bool full, bool no_data) {
   if (auto rec = FindMount(device)) {
     return Fail(Status::Errorf(EBUSY, "{} is mounted at {}; unmount it before checking", device, rec->mountpoint));
   }
   CheckOptions o;
   o.repair = repair;
-  o.meta_dir = meta;
   o.full = full;
   o.verify_data = !no_data;
   const bool tty = !json && ::isatty(2);
@@ -316,7 +388,9 @@ int main(int argc, char** argv) {
   using namespace qcfs;
   // mount.fuse3 runs "qcfs SOURCE MOUNTPOINT -o OPTIONS": treat that as mount.
   std::vector<std::string> args(argv, argv + argc);
-  static const std::vector<std::string> kCommands = {"mkfs", "mount", "umount", "info", "check", "snapshot", "help"};
+  if (std::string_view(argv[0]).ends_with("umount.fuse.qcfs")) return RunUmountHelper(args);
+  static const std::vector<std::string> kCommands = {"mkfs",  "mount",  "umount", "info",
+                                                     "check", "snapshot", "trim", "resize", "help"};
   if (args.size() >= 3 && args[1][0] != '-' &&
       std::find(kCommands.begin(), kCommands.end(), args[1]) == kCommands.end()) {
     args.insert(args.begin() + 1, "mount");
@@ -327,23 +401,21 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   auto* mkfs = app.add_subcommand("mkfs", "Create a QCFS volume on an image file or a block device");
-  std::string mk_device, mk_size, mk_chunk = "64K", mk_comp = "lz4", mk_meta;
+  std::string mk_device, mk_size, mk_chunk = "64K", mk_comp = "lz4";
   bool mk_force = false;
   mkfs->add_option("device", mk_device, "Image file or block device")->required();
   mkfs->add_option("--size", mk_size, "Create (or resize) an image file of this size, e.g. 20G");
   mkfs->add_option("--chunk-size", mk_chunk, "Dedup and compression unit, 4K..1M (default 64K)");
   mkfs->add_option("--compression", mk_comp, "lz4 (default), zstd[:LEVEL] or none");
-  mkfs->add_option("--meta", mk_meta, "Metadata directory (default DEVICE.meta)");
   mkfs->add_flag("-f,--force", mk_force, "Overwrite an existing file system");
 
   auto* mount = app.add_subcommand("mount", "Mount a QCFS volume (returns once the mount is ready)");
-  std::string mt_device, mt_point, mt_meta;
+  std::string mt_device, mt_point;
   std::vector<std::string> mt_opts;
   bool mt_fg = false, mt_debug = false;
   mount->add_option("device", mt_device, "Image file or block device")->required();
   mount->add_option("mountpoint", mt_point, "Directory to mount on")->required();
   mount->add_option("-o", mt_opts, "Mount options, comma-separated (see below)")->allow_extra_args(false);
-  mount->add_option("--meta", mt_meta, "Metadata directory (default DEVICE.meta)");
   mount->add_flag("-f,--foreground", mt_fg, "Stay in the foreground");
   mount->add_flag("-d,--debug", mt_debug, "Log every request (implies --foreground)");
   mount->footer(MountOptionsHelp());
@@ -355,30 +427,27 @@ int main(int argc, char** argv) {
   umount->add_flag("-l,--lazy", um_lazy, "Detach now even if busy");
 
   auto* info = app.add_subcommand("info", "Show space, compression and dedup figures");
-  std::string in_target, in_meta;
+  std::string in_target;
   bool in_json = false;
   info->add_option("target", in_target, "Mountpoint, image file or block device")->required();
-  info->add_option("--meta", in_meta, "Metadata directory (unmounted volumes)");
   info->add_flag("--json", in_json, "Machine-readable output");
 
   auto* check = app.add_subcommand("check", "Verify every invariant and checksum of an unmounted volume");
-  std::string ck_device, ck_meta;
+  std::string ck_device;
   bool ck_repair = false, ck_json = false, ck_full = false, ck_nodata = false;
   check->add_option("device", ck_device, "Image file or block device")->required();
-  check->add_option("--meta", ck_meta, "Metadata directory");
   check->add_flag("--repair", ck_repair, "Fix counts, leaks and stale records; report damaged files");
   check->add_flag("--json", ck_json, "Machine-readable output");
   check->add_flag("--full", ck_full, "Also decompress every chunk and verify its fingerprint");
   check->add_flag("--metadata-only", ck_nodata, "Skip reading chunk data");
 
   auto* snapshot = app.add_subcommand("snapshot", "Create, list, diff, restore and delete snapshots");
-  std::string sn_action, sn_target, sn_meta;
+  std::string sn_action, sn_target;
   std::vector<std::string> sn_names;
   bool sn_json = false, sn_chunks = false;
   snapshot->add_option("action", sn_action, "create, list, diff, restore or delete")->required();
   snapshot->add_option("target", sn_target, "Mountpoint, image file or block device")->required();
   snapshot->add_option("names", sn_names, "Snapshot name (diff: FROM [TO], TO defaults to the live tree)");
-  snapshot->add_option("--meta", sn_meta, "Metadata directory (unmounted volumes)");
   snapshot->add_flag("--json", sn_json, "Machine-readable output");
   snapshot->add_flag("--chunks", sn_chunks, "diff: also the changed byte ranges");
   snapshot->footer(
@@ -390,6 +459,25 @@ int main(int argc, char** argv) {
       "  qcfs snapshot delete /mnt/data nightly\n"
       "Snapshots are browsable read-only under MOUNTPOINT/.snapshots/NAME.");
 
+  auto* trim = app.add_subcommand("trim", "Compact partly used segments and return all free space to the device");
+  std::string tr_target;
+  bool tr_json = false;
+  trim->add_option("target", tr_target, "Mountpoint, image file or block device")->required();
+  trim->add_flag("--json", tr_json, "Machine-readable output");
+  trim->footer(
+      "fstrim does not reach FUSE file systems (the kernel does not pass FITRIM\n"
+      "to them): run qcfs trim instead, e.g. from a timer. With the discard mount\n"
+      "option (the default) freed segments are returned as they are freed.");
+
+  auto* resize = app.add_subcommand("resize", "Grow a volume onto a larger partition or image file, mounted or not");
+  std::string rs_target, rs_size;
+  bool rs_json = false;
+  resize->add_option("target", rs_target, "Image file, block device or mountpoint")->required();
+  resize->add_option("--size", rs_size,
+                     "New size (e.g. 200G) or growth (+50G); default: all of the device. An image file is "
+                     "extended to it.");
+  resize->add_flag("--json", rs_json, "Machine-readable output");
+
   try {
     std::vector<std::string> rev(args.rbegin(), args.rend() - 1);
     app.parse(rev);
@@ -397,14 +485,13 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  if (*mkfs) return RunMkfs(mk_device, mk_size, mk_chunk, mk_comp, mk_meta, mk_force);
+  if (*mkfs) return RunMkfs(mk_device, mk_size, mk_chunk, mk_comp, mk_force);
   if (*mount) {
     MountRequest req;
     req.device = mt_device;
     req.mountpoint = mt_point;
     Status s = ParseMountOptions(mt_opts, &req.config);
     if (!s.ok()) return Fail(s);
-    if (!mt_meta.empty()) req.config.volume.meta_dir = mt_meta;
     req.config.foreground = mt_fg || mt_debug;
     req.config.debug = mt_debug;
     if (req.config.debug) SetLogLevel(LogLevel::kDebug);
@@ -417,8 +504,10 @@ int main(int argc, char** argv) {
     if (!s.ok()) return Fail(s);
     return 0;
   }
-  if (*info) return RunInfo(in_target, in_meta, in_json);
-  if (*check) return RunCheck(ck_device, ck_meta, ck_repair, ck_json, ck_full, ck_nodata);
-  if (*snapshot) return RunSnapshot(sn_action, sn_target, sn_names, sn_meta, sn_json, sn_chunks);
+  if (*info) return RunInfo(in_target, in_json);
+  if (*check) return RunCheck(ck_device, ck_repair, ck_json, ck_full, ck_nodata);
+  if (*snapshot) return RunSnapshot(sn_action, sn_target, sn_names, sn_json, sn_chunks);
+  if (*trim) return RunTrim(tr_target, tr_json);
+  if (*resize) return RunResize(rs_target, rs_size, rs_json);
   return 2;
 }

@@ -15,6 +15,7 @@
 #include "qcfs/core/units.h"
 #include "qcfs/fs/internal/time.h"
 #include "qcfs/fs/volume.h"
+#include "qcfs/meta/metafs.h"
 #include "qcfs/meta/schema.h"
 #include "qcfs/store/internal/record.h"
 
@@ -68,6 +69,7 @@ class Checker {
   Status ScanXattrsAndOrphans();
   Status CheckLinks();
   Status CheckCounters();
+  Status CheckSpace();
   Status Commit();
 
   Volume* v_;
@@ -591,6 +593,60 @@ Status Checker::CheckCounters() {
   return Status::Ok();
 }
 
+// The device's segments: chunks only in data segments, metadata files only
+// in metadata segments, and no two files (or a file and the journal) on the
+// same block.
+Status Checker::CheckSpace() {
+  MetaFs* space = v_->space();
+  std::vector<SegmentUse> uses = space->SegmentUses();
+  const MetaFsLayout layout = LayoutFor(v_->superblock());
+  for (uint32_t seg = 0; seg < live_.size(); ++seg) {
+    SegmentUse use = seg < uses.size() ? uses[seg] : SegmentUse::kFree;
+    if (live_[seg] > 0 && use != SegmentUse::kData) {
+      Find("segment-owner",
+           fmt::format("segment {} holds {} of chunk data but is recorded as {}", seg, FormatSize(live_[seg]),
+                       use == SegmentUse::kMeta ? "holding metadata" : "free"));
+    }
+  }
+  struct Owned {
+    uint64_t end;
+    std::string owner;
+  };
+  std::map<uint64_t, Owned> blocks;  // by start offset
+  auto claim = [&](const std::string& owner, const MetaFs::Extent& e) {
+    uint64_t first = e.offset < layout.data_offset ? 0 : (e.offset - layout.data_offset) / layout.segment_size;
+    uint64_t last = e.length == 0 ? first : (e.offset + e.length - 1 - layout.data_offset) / layout.segment_size;
+    if (e.offset < layout.data_offset || last >= uses.size()) {
+      Find("metadata-extent", fmt::format("metadata file {} has an extent outside the segment area (offset {}, {} bytes)",
+                                          owner, e.offset, e.length));
+      return;
+    }
+    for (uint64_t seg = first; seg <= last; ++seg) {
+      if (uses[seg] != SegmentUse::kMeta) {
+        Find("metadata-extent", fmt::format("metadata file {} lies in segment {}, which is not a metadata segment",
+                                            owner, seg));
+        return;
+      }
+    }
+    auto next = blocks.lower_bound(e.offset);
+    if (next != blocks.end() && next->first < e.offset + e.length) {
+      Find("metadata-overlap", fmt::format("metadata files {} and {} share device blocks", owner, next->second.owner));
+      return;
+    }
+    if (next != blocks.begin() && std::prev(next)->second.end > e.offset) {
+      Find("metadata-overlap",
+           fmt::format("metadata files {} and {} share device blocks", owner, std::prev(next)->second.owner));
+      return;
+    }
+    blocks[e.offset] = {e.offset + e.length, owner};
+  };
+  for (auto& [name, extents] : space->FileExtents()) {
+    for (auto& e : extents) claim(name, e);
+  }
+  for (auto& e : space->JournalExtents()) claim("<journal>", e);
+  return Status::Ok();
+}
+
 Status Checker::Run() {
   QCFS_RETURN_IF_ERROR(ScanInodes());
   QCFS_RETURN_IF_ERROR(ScanDirents());
@@ -602,6 +658,7 @@ Status Checker::Run() {
   QCFS_RETURN_IF_ERROR(ScanChunks());
   QCFS_RETURN_IF_ERROR(ScanLocations());
   QCFS_RETURN_IF_ERROR(CheckCounters());
+  QCFS_RETURN_IF_ERROR(CheckSpace());
 
   // Damaged data: report every file that holds it. Never deleted.
   if (!damaged_.empty()) {
@@ -692,9 +749,9 @@ Status Checker::Commit() {
 
 Result<CheckReport> CheckVolume(const std::string& device, const CheckOptions& options) {
   VolumeOptions vo;
-  vo.meta_dir = options.meta_dir;
   vo.read_only = !options.repair;
   vo.maintenance = options.repair;
+  vo.store.tolerate_damage = true;  // report what disagrees instead of refusing to open
   vo.atime = AtimeMode::kNoatime;
   QCFS_ASSIGN_OR_RETURN(auto volume, Volume::Open(device, vo));
   CheckReport report;

@@ -21,7 +21,6 @@ struct CheckOptions {
   // decompress it and verify its fingerprint (SHA-256).
   bool verify_data = true;
   bool full = false;
-  std::string meta_dir;  // "" means the default for the device
   // Called now and then while chunks are verified: (done, total).
   std::function<void(uint64_t, uint64_t)> progress;
 };

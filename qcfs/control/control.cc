@@ -92,8 +92,8 @@ std::string SocketPathFor(const std::string& mountpoint) {
 }
 
 nlohmann::json MountRecord::ToJson() const {
-  return {{"pid", pid}, {"device", device}, {"mountpoint", mountpoint}, {"socket", socket}, {"uuid", uuid},
-          {"owner", owner}};
+  return {{"pid", pid},   {"device", device}, {"mountpoint", mountpoint}, {"socket", socket},
+          {"uuid", uuid}, {"owner", owner},   {"closing", closing}};
 }
 
 std::optional<MountRecord> MountRecord::FromJson(const nlohmann::json& j) {
@@ -105,6 +105,7 @@ std::optional<MountRecord> MountRecord::FromJson(const nlohmann::json& j) {
     r.socket = j.at("socket").get<std::string>();
     r.uuid = j.value("uuid", "");
     r.owner = j.value("owner", 0u);
+    r.closing = j.value("closing", false);
     return r;
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;
@@ -127,23 +128,57 @@ Status RegisterMount(const MountRecord& record) {
   return Status::Ok();
 }
 
+namespace {
+
+std::optional<MountRecord> ReadRecord(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  return j.is_discarded() ? std::nullopt : MountRecord::FromJson(j);
+}
+
+std::string ClosingPathFor(pid_t pid) { return RuntimeDir() + "/closing-" + std::to_string(pid) + ".json"; }
+
+}  // namespace
+
 void UnregisterMount(const MountRecord& record) {
   std::string path = record.socket.substr(0, record.socket.size() - 5) + ".json";
+  auto current = ReadRecord(path);
+  if (current && current->pid != record.pid) return;  // a newer mount's
   ::unlink(path.c_str());
 }
 
-std::vector<MountRecord> ListMounts() {
+void MarkClosing(MountRecord record) {
+  record.closing = true;
+  std::string path = ClosingPathFor(record.pid);
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << record.ToJson().dump() << "\n";
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
+  UnregisterMount(record);
+}
+
+void UnregisterClosing(const MountRecord& record) { ::unlink(ClosingPathFor(record.pid).c_str()); }
+
+std::optional<MountRecord> FindClosing(const std::string& device) {
+  for (const MountRecord& r : ListMounts(true)) {
+    if (r.closing && r.device == device) return r;
+  }
+  return std::nullopt;
+}
+
+std::vector<MountRecord> ListMounts(bool include_closing) {
   std::vector<MountRecord> out;
   std::error_code ec;
   for (auto& entry : std::filesystem::directory_iterator(RuntimeDir(), ec)) {
     if (entry.path().extension() != ".json") continue;
-    std::ifstream in(entry.path());
-    auto j = nlohmann::json::parse(in, nullptr, false);
-    auto rec = j.is_discarded() ? std::nullopt : MountRecord::FromJson(j);
+    auto rec = ReadRecord(entry.path());
     if (!rec || !ProcessRunning(rec->pid)) {
       std::filesystem::remove(entry.path(), ec);
       continue;
     }
+    if (rec->closing && !include_closing) continue;
     out.push_back(*rec);
   }
   return out;

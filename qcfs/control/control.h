@@ -40,6 +40,8 @@ struct MountRecord {
   std::string socket;
   std::string uuid;
   uid_t owner = 0;
+  // Unmounted; the daemon is still flushing and closing the volume.
+  bool closing = false;
 
   nlohmann::json ToJson() const;
   static std::optional<MountRecord> FromJson(const nlohmann::json& j);
@@ -47,9 +49,17 @@ struct MountRecord {
 
 // Writes the record of a mount (and creates the runtime directory).
 Status RegisterMount(const MountRecord& record);
+// Removes it (unless a newer mount on the same mountpoint replaced it).
 void UnregisterMount(const MountRecord& record);
-// Live mounts (records whose daemon is gone are removed).
-std::vector<MountRecord> ListMounts();
+// Replaces the record of an unmounted volume by a "closing" one, kept until
+// its daemon has closed the volume (the next mount of the device waits).
+void MarkClosing(MountRecord record);
+void UnregisterClosing(const MountRecord& record);
+// Live mounts (records whose daemon is gone are removed); with
+// `include_closing`, also the daemons still closing an unmounted volume.
+std::vector<MountRecord> ListMounts(bool include_closing = false);
+// The daemon still closing `device` (an absolute path), if any.
+std::optional<MountRecord> FindClosing(const std::string& device);
 // The mount whose mountpoint or device is `path` (after realpath), if any.
 std::optional<MountRecord> FindMount(const std::string& path);
 // The socket path for a mountpoint.

@@ -18,8 +18,8 @@ nlohmann::json VolumeInfoJson(const VolumeInfo& info) {
   const StoreUsage& u = info.usage;
   return {
       {"device", info.device},
-      {"metadata_dir", info.meta_dir},
       {"uuid", info.uuid},
+      {"device_bytes", info.device_bytes},
       {"chunk_size", info.chunk_size},
       {"compression", info.compression},
       {"logical_bytes", u.stats.referenced_bytes - std::min(u.stats.referenced_bytes, u.stats.history_bytes)},
@@ -34,6 +34,7 @@ nlohmann::json VolumeInfoJson(const VolumeInfo& info) {
       {"free_bytes", u.available_bytes},
       {"buffered_bytes", info.dirty_bytes},
       {"metadata_bytes", info.meta_bytes},
+      {"metadata_segments", info.meta_segments},
       {"files", info.files},
       {"chunks", u.stats.chunks},
       {"segments",
@@ -128,6 +129,26 @@ nlohmann::json Serve(Volume* volume, const nlohmann::json& request) {
     auto info = volume->Info();
     if (!info.ok()) return ErrorJson(info.status());
     return VolumeInfoJson(*info);
+  }
+  if (op == "trim") {
+    auto start = std::chrono::steady_clock::now();
+    auto r = volume->Trim();
+    if (!r.ok()) return ErrorJson(r.status());
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
+    return {{"trimmed_bytes", r->trimmed_bytes}, {"segments_cleaned", r->segments_cleaned}, {"elapsed_us", us}};
+  }
+  if (op == "resize") {
+    uint64_t size = request.value("size", uint64_t{0});
+    if (uint64_t by = request.value("grow_by", uint64_t{0}); by != 0) size = volume->superblock().device_size + by;
+    auto r = volume->Resize(size);
+    if (!r.ok()) return ErrorJson(r.status());
+    auto info = volume->Info();
+    return {{"old_bytes", r->old_bytes},
+            {"new_bytes", r->new_bytes},
+            {"old_segments", r->old_segments},
+            {"new_segments", r->new_segments},
+            {"capacity_bytes", info.ok() ? info->usage.capacity_bytes : 0},
+            {"free_bytes", info.ok() ? info->usage.available_bytes : 0}};
   }
   if (op == "sync") {
     Status s = volume->Sync();

@@ -221,7 +221,7 @@ Result<Attr> Volume::ViewGetAttr(uint64_t view_ino) {
     a.nlink = 2 + static_cast<uint32_t>(snapshots_.size());
     a.size = snapshots_.size();
     a.blocks = 8;
-    a.mtime_ns = a.ctime_ns = a.atime_ns = a.btime_ns = sb_.created_ns;
+    a.mtime_ns = a.ctime_ns = a.atime_ns = a.btime_ns = superblock().created_ns;
     for (auto& [id, rec] : snapshots_) a.mtime_ns = a.ctime_ns = std::max(a.mtime_ns, rec.created_ns);
     return a;
   }

@@ -31,6 +31,9 @@ namespace {
 
 rocksdb::Slice Sl(const std::string& s) { return rocksdb::Slice(s); }
 
+// The metadata database's name inside MetaFs (RocksDB wants a path).
+constexpr const char* kMetaDbPath = "/qcfs-metadata";
+
 // Rejects ".snapshots" in the root: the name belongs to the snapshot directory.
 Status CheckReserved(uint64_t parent, std::string_view name) {
   if (parent == kRootIno && name == kSnapshotsDirName) {
@@ -76,9 +79,15 @@ struct stat Attr::ToStat() const {
   return st;
 }
 
-std::string MetaPathFor(const std::string& device_path, bool is_block_device, const std::string& uuid) {
-  if (is_block_device) return "/var/lib/qcfs/" + uuid + ".meta";
-  return device_path + ".meta";
+MetaFsLayout LayoutFor(const Superblock& sb) {
+  MetaFsLayout layout;
+  layout.root_offset[0] = Superblock::kMetaRootOffset;
+  layout.root_offset[1] = Superblock::kMetaRootOffset + kBlockSize;
+  layout.data_offset = sb.data_offset;
+  layout.segment_size = sb.segment_size;
+  layout.segment_count = sb.segment_count;
+  layout.uuid = sb.uuid;
+  return layout;
 }
 
 // ---------------------------------------------------------------- mkfs
@@ -139,20 +148,6 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
   }
   sb.segment_count = (sb.device_size - sb.data_offset) / segment_size;
 
-  std::string meta_dir = options.meta_dir.empty()
-                             ? MetaPathFor(device_path, device->is_block_device(), sb.UuidString())
-                             : options.meta_dir;
-  std::error_code ec;
-  if (std::filesystem::exists(meta_dir, ec)) {
-    if (!options.force && exists) {
-      return Status::Errorf(EEXIST, "metadata directory {} exists; refusing to overwrite it without --force",
-                            meta_dir);
-    }
-    std::filesystem::remove_all(meta_dir, ec);
-    if (ec) return Status::Errorf(EIO, "cannot remove {}: {}", meta_dir, ec.message());
-  }
-  std::filesystem::create_directories(std::filesystem::path(meta_dir).parent_path(), ec);
-
   // Wipe the head of the device (old signatures live there) and invalidate
   // any previous QCFS superblock before the new metadata exists.
   std::vector<std::byte> zeros(sb.data_offset);
@@ -160,12 +155,13 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
   QCFS_RETURN_IF_ERROR(device->Sync());
 
   {
+    QCFS_ASSIGN_OR_RETURN(auto space, MetaFs::Format(device.get(), LayoutFor(sb)));
     MetaOptions mo;
     mo.create = true;
-    QCFS_ASSIGN_OR_RETURN(auto db, MetaDb::Open(meta_dir, mo));
+    mo.fs = space.get();
+    mo.write_buffer_bytes = 4ull << 20;
+    QCFS_ASSIGN_OR_RETURN(auto db, MetaDb::Open(kMetaDbPath, mo));
     rocksdb::WriteBatch batch;
-    std::string sb_bytes = sb.Encode();
-    batch.Put(Sl(schema::SystemKey(schema::kSuperblockName)), Sl(sb_bytes));
     schema::VolumeState vs;
     vs.next_ino = kRootIno + 1;
     vs.current_epoch = 1;
@@ -190,6 +186,8 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
     batch.Put(Sl(schema::InodeKey(kRootIno)), Sl(v));
     QCFS_RETURN_IF_ERROR(db->Write(&batch, true));
     QCFS_RETURN_IF_ERROR(db->Flush());
+    db.reset();
+    QCFS_RETURN_IF_ERROR(space->Sync());
   }
   // Last: a device only looks like QCFS once its metadata is complete.
   return WriteSuperblock(device.get(), sb);
@@ -197,10 +195,11 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
 
 // ---------------------------------------------------------------- open / close
 
-Volume::Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaDb> db, const Superblock& sb,
-               const VolumeOptions& options)
+Volume::Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaFs> space, std::unique_ptr<MetaDb> db,
+               const Superblock& sb, const VolumeOptions& options)
     : options_(options),
       device_(std::move(device)),
+      space_(std::move(space)),
       db_(std::move(db)),
       sb_(sb),
       chunk_size_(sb.chunk_size),
@@ -229,26 +228,22 @@ Result<std::unique_ptr<Volume>> Volume::Open(const std::string& device_path, con
     return sb_or.status().WithContext(device_path);
   }
   Superblock sb = *sb_or;
-  std::string meta_dir = options.meta_dir.empty()
-                             ? MetaPathFor(device_path, device->is_block_device(), sb.UuidString())
-                             : options.meta_dir;
-  std::error_code ec;
-  if (!std::filesystem::is_directory(meta_dir, ec)) {
-    return Status::Errorf(ENOENT, "{}: metadata directory {} not found (pass --meta DIR if it lives elsewhere)",
-                          device_path, meta_dir);
+  if (sb.device_size > device->size()) {
+    return Status::Errorf(EIO, "{} is {} but the volume spans {}: the device was truncated", device_path,
+                          FormatSize(device->size()), FormatSize(sb.device_size));
   }
+  auto space_or = options.read_only ? MetaFs::MountReadOnly(device.get(), LayoutFor(sb))
+                                    : MetaFs::Mount(device.get(), LayoutFor(sb));
+  if (!space_or.ok()) return space_or.status().WithContext(device_path);
+  std::unique_ptr<MetaFs> space = std::move(space_or).value();
+  space->set_discard(options.store.discard);
   MetaOptions mo = options.meta;
   mo.read_only = options.read_only;
-  QCFS_ASSIGN_OR_RETURN(auto db, MetaDb::Open(meta_dir, mo));
-  QCFS_ASSIGN_OR_RETURN(auto copy, db->Get(schema::SystemKey(schema::kSuperblockName)));
-  if (!copy.has_value()) return Status::Errorf(EUCLEAN, "{}: metadata holds no superblock copy", meta_dir);
-  auto meta_sb = Superblock::Decode(*copy);
-  if (!meta_sb.ok()) return meta_sb.status().WithContext(meta_dir);
-  if (meta_sb->uuid != sb.uuid) {
-    return Status::Errorf(EINVAL, "{} belongs to volume {}, not to {} (volume {})", meta_dir, meta_sb->UuidString(),
-                          device_path, sb.UuidString());
-  }
-  std::unique_ptr<Volume> v(new Volume(std::move(device), std::move(db), sb, options));
+  mo.fs = space.get();
+  auto db_or = MetaDb::Open(kMetaDbPath, mo);
+  if (!db_or.ok()) return db_or.status().WithContext(device_path);
+  std::unique_ptr<MetaDb> db = std::move(db_or).value();
+  std::unique_ptr<Volume> v(new Volume(std::move(device), std::move(space), std::move(db), sb, options));
   QCFS_RETURN_IF_ERROR(v->Start());
   return v;
 }
@@ -259,7 +254,7 @@ Status Volume::Start() {
     return Status::Error(EUCLEAN, "metadata holds no valid volume state; run qcfs check");
   }
   inode_count_ = state_.inodes;
-  QCFS_ASSIGN_OR_RETURN(store_, ChunkStore::Open(device_.get(), db_.get(), sb_, options_.store));
+  QCFS_ASSIGN_OR_RETURN(store_, ChunkStore::Open(device_.get(), db_.get(), space_.get(), sb_, options_.store));
   pool_ = std::make_unique<ThreadPool>(options_.worker_threads);
   QCFS_RETURN_IF_ERROR(LoadSnapshots());
   if (options_.read_only || options_.maintenance) return Status::Ok();
@@ -292,6 +287,8 @@ Status Volume::Close() {
     store_.reset();
     Status flushed = db_->Flush();
     db_.reset();
+    if (flushed.ok()) flushed = space_->Sync();
+    space_.reset();
     device_.reset();
     return flushed;
   }
@@ -316,6 +313,8 @@ Status Volume::Close() {
   pool_.reset();
   store_.reset();
   db_.reset();
+  if (!options_.read_only && result.ok()) result = space_->Sync();
+  space_.reset();
   device_.reset();
   return result;
 }
@@ -1128,16 +1127,72 @@ Result<struct statvfs> Volume::StatFs() {
   st.f_favail = st.f_ffree;
   st.f_namemax = kMaxNameLength;
   st.f_fsid = 0;
+  std::lock_guard sb_lock(sb_mu_);
   std::memcpy(&st.f_fsid, sb_.uuid.data(), sizeof(st.f_fsid));
   return st;
+}
+
+Superblock Volume::superblock() const {
+  std::lock_guard lock(sb_mu_);
+  return sb_;
+}
+
+Result<TrimResult> Volume::Trim() {
+  if (options_.read_only) return Status::Error(EROFS, "the volume is mounted read-only");
+  std::lock_guard admin(admin_mu_);
+  TrimResult r;
+  QCFS_RETURN_IF_ERROR(Sync());
+  // Each partly used segment once: its live chunks move, the rest is freed.
+  const uint64_t segments = superblock().segment_count;
+  QCFS_ASSIGN_OR_RETURN(r.segments_cleaned, store_->Clean(segments, segments));
+  QCFS_RETURN_IF_ERROR(db_->SyncWal());
+  QCFS_RETURN_IF_ERROR(store_->SyncFreed());
+  QCFS_RETURN_IF_ERROR(space_->Sync());
+  QCFS_ASSIGN_OR_RETURN(r.trimmed_bytes, space_->TrimFree());
+  return r;
+}
+
+Result<ResizeResult> Volume::Resize(uint64_t size) {
+  if (options_.read_only) return Status::Error(EROFS, "the volume is mounted read-only");
+  std::lock_guard admin(admin_mu_);
+  Superblock sb = superblock();
+  ResizeResult r{sb.device_size, sb.device_size, sb.segment_count, sb.segment_count};
+  if (size != 0 && size < sb.device_size) {
+    return Status::Errorf(EINVAL, "a QCFS volume cannot shrink: it spans {} ({} bytes), {} asked", FormatSize(sb.device_size),
+                          sb.device_size, FormatSize(size));
+  }
+  QCFS_ASSIGN_OR_RETURN(uint64_t device_size, device_->Grow(size));
+  const uint64_t target = size != 0 ? size : device_size;
+  const uint64_t count = (target - sb.data_offset) / sb.segment_size;
+  if (count > UINT32_MAX) {
+    return Status::Errorf(EFBIG, "{} would need {} segments of {}; the format holds at most {}", FormatSize(target),
+                          count, FormatSize(sb.segment_size), UINT32_MAX);
+  }
+  if (count <= sb.segment_count) return r;  // not even one more segment fits
+  sb.device_size = target;
+  sb.segment_count = count;
+  // The superblock first: once it is durable the new segments exist, and
+  // only then are they handed out (a crash in between leaves them free).
+  QCFS_RETURN_IF_ERROR(WriteSuperblock(device_.get(), sb));
+  store_->Grow(count);
+  QCFS_RETURN_IF_ERROR(space_->Grow(count));
+  {
+    std::lock_guard lock(sb_mu_);
+    sb_ = sb;
+  }
+  r.new_bytes = target;
+  r.new_segments = count;
+  return r;
 }
 
 Result<VolumeInfo> Volume::Info() {
   VolumeInfo info;
   info.device = device_->path();
-  info.meta_dir = db_->path();
-  info.uuid = sb_.UuidString();
-  info.chunk_size = sb_.chunk_size;
+  MetaFsUsage m = space_->Usage();
+  Superblock sb = superblock();
+  info.uuid = sb.UuidString();
+  info.chunk_size = sb.chunk_size;
+  info.device_bytes = sb.device_size;
   info.compression = compression_.ToString();
   info.usage = store_->Usage();
   {
@@ -1152,10 +1207,8 @@ Result<VolumeInfo> Volume::Info() {
     std::lock_guard lock(snap_mu_);
     info.snapshots = snapshots_.size();
   }
-  std::error_code ec;
-  for (auto& e : std::filesystem::recursive_directory_iterator(db_->path(), ec)) {
-    if (e.is_regular_file(ec)) info.meta_bytes += e.file_size(ec);
-  }
+  info.meta_bytes = m.file_bytes;
+  info.meta_segments = m.meta_segments;
   return info;
 }
 

@@ -41,6 +41,7 @@
 #include "qcfs/core/thread_pool.h"
 #include "qcfs/io/device.h"
 #include "qcfs/meta/meta_db.h"
+#include "qcfs/meta/metafs.h"
 #include "qcfs/meta/schema.h"
 #include "qcfs/store/chunk_store.h"
 #include "qcfs/store/superblock.h"
@@ -65,9 +66,6 @@ inline constexpr size_t kMaxXattrValue = 65536;
 enum class AtimeMode { kNoatime, kRelatime, kStrictatime };
 
 struct VolumeOptions {
-  // Where the metadata database lives; "" means the default for the device
-  // (MetaPathFor).
-  std::string meta_dir;
   bool read_only = false;
   // Offline maintenance (qcfs check --repair): the database is writable but
   // the volume itself does nothing on its own: no recovery of orphans, no
@@ -104,7 +102,6 @@ struct MkfsOptions {
   uint32_t chunk_size = 64 << 10;
   uint32_t segment_size = 0;  // 0: max(4 MiB, 4 x chunk_size)
   CompressionSpec compression;
-  std::string meta_dir;  // "" means MetaPathFor(device)
   // Overwrite a device that holds a file system or partition table.
   bool force = false;
 };
@@ -153,15 +150,28 @@ struct DirEntry {
 // What `qcfs info` shows.
 struct VolumeInfo {
   std::string device;
-  std::string meta_dir;
   std::string uuid;
+  uint64_t device_bytes = 0;  // of the device, that the volume spans
   uint32_t chunk_size = 0;
   std::string compression;
   StoreUsage usage;
   uint64_t files = 0;        // inodes of every type
   uint64_t dirty_bytes = 0;  // buffered, not yet flushed
-  uint64_t meta_bytes = 0;   // size of the metadata database on disk
+  uint64_t meta_bytes = 0;     // size of the metadata database's files
+  uint64_t meta_segments = 0;  // segments holding metadata
   uint64_t snapshots = 0;
+};
+
+struct TrimResult {
+  uint64_t trimmed_bytes = 0;     // free space handed back to the device
+  uint64_t segments_cleaned = 0;  // partly used segments compacted first
+};
+
+struct ResizeResult {
+  uint64_t old_bytes = 0;  // device bytes the volume spanned
+  uint64_t new_bytes = 0;
+  uint64_t old_segments = 0;
+  uint64_t new_segments = 0;
 };
 
 struct SnapshotInfo {
@@ -209,9 +219,8 @@ struct SnapshotDiff {
 // Names a snapshot may have: 1-255 bytes, no '/', not "." or "..".
 Status ValidateSnapshotName(std::string_view name);
 
-// The default metadata directory of a device: "<image>.meta" beside an
-// image file, /var/lib/qcfs/<uuid>.meta for a block device.
-std::string MetaPathFor(const std::string& device_path, bool is_block_device, const std::string& uuid);
+// Where MetaFs finds its roots and segments on a device with this superblock.
+MetaFsLayout LayoutFor(const Superblock& sb);
 
 // Formats a device (an image file is created, sparse, when `size` is set).
 Status Mkfs(const std::string& device_path, const MkfsOptions& options);
@@ -296,14 +305,22 @@ class Volume {
   // Flushes all buffered data and makes all metadata durable.
   Status Sync();
   Result<VolumeInfo> Info();
+  // Compacts partly used segments and returns every free byte to the device
+  // (punched holes in an image file, BLKDISCARD on a block device).
+  Result<TrimResult> Trim();
+  // Grows the volume to span `size` bytes of its device, or all of it with
+  // 0 (after the partition beneath grew, or the image file was extended).
+  // An image file is extended to `size`. Works mounted or not.
+  Result<ResizeResult> Resize(uint64_t size);
   bool read_only() const { return options_.read_only; }
-  const Superblock& superblock() const { return sb_; }
+  Superblock superblock() const;
   ChunkStore* store() { return store_.get(); }
+  MetaFs* space() { return space_.get(); }
   MetaDb* db() { return db_.get(); }
 
  private:
-  Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaDb> db, const Superblock& sb,
-         const VolumeOptions& options);
+  Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaFs> space, std::unique_ptr<MetaDb> db,
+         const Superblock& sb, const VolumeOptions& options);
   Status Start();
 
   using InodeRef = std::shared_ptr<internal::Inode>;
@@ -403,8 +420,10 @@ class Volume {
 
   const VolumeOptions options_;
   std::unique_ptr<Device> device_;
+  std::unique_ptr<MetaFs> space_;  // the device's segments and the metadata's files
   std::unique_ptr<MetaDb> db_;
-  const Superblock sb_;
+  mutable std::mutex sb_mu_;  // guards sb_ (a leaf lock); only Resize changes it
+  Superblock sb_;
   const uint32_t chunk_size_;
   CompressionSpec compression_;
   std::unique_ptr<ChunkStore> store_;
@@ -422,7 +441,8 @@ class Volume {
   std::shared_mutex epoch_mu_;
   uint64_t latest_snapshot_ = 0;  // epoch of the newest snapshot, 0 if none
 
-  // One snapshot operation (create, delete, restore) at a time; taken first.
+  // One administrative operation (snapshot create, delete, restore; trim;
+  // resize) at a time; taken first.
   std::mutex admin_mu_;
   // Guards snapshots_ (a leaf lock).
   std::mutex snap_mu_;

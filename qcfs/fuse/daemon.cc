@@ -110,9 +110,10 @@ Status Serve(const MountRequest& req, int ready_fd) {
   server_ptr = nullptr;
   server->Unmount();
   control.reset();
-  UnregisterMount(record);
+  MarkClosing(record);  // a new mount of the device waits for the close
   Status closed = volume->Close();
   server.reset();
+  UnregisterClosing(record);
   if (!closed.ok()) Log(LogLevel::kError, "closing {}: {}", req.device, closed.ToString());
   else Log(LogLevel::kInfo, "unmounted {} cleanly", req.device);
   return run.ok() ? closed : run;
@@ -162,7 +163,6 @@ Status MountAndServe(const MountRequest& request) {
   char real[PATH_MAX];
   if (::realpath(req.device.c_str(), real) == nullptr) return ErrnoStatus(errno, req.device);
   req.device = real;
-  if (!req.config.volume.meta_dir.empty()) req.config.volume.meta_dir = AbsolutePath(req.config.volume.meta_dir);
   if (::stat(req.mountpoint.c_str(), &st) != 0) {
     if (errno == ENOENT) return Status::Errorf(ENOENT, "mountpoint {} does not exist", req.mountpoint);
     if (errno == ENOTCONN) {
@@ -177,6 +177,19 @@ Status MountAndServe(const MountRequest& request) {
   }
   if (auto existing = FindMount(req.device)) {
     return Status::Errorf(EBUSY, "{} is already mounted at {}", req.device, existing->mountpoint);
+  }
+  // Unmounted a moment ago (fusermount3 -u returns before the daemon has
+  // written everything): wait for that daemon to close the volume.
+  if (auto closing = FindClosing(req.device)) {
+    Log(LogLevel::kInfo, "waiting for the previous mount's daemon (pid {}) to finish writing {}", closing->pid,
+        req.device);
+    for (int i = 0; ProcessRunning(closing->pid); ++i) {
+      if (i == 6000) {
+        return Status::Errorf(EBUSY, "{}: the previous mount's daemon (pid {}) is still closing it after 10 minutes",
+                              req.device, closing->pid);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
 
   if (req.config.foreground) {

@@ -42,7 +42,6 @@ const char* MountOptionsHelp() {
          "  cache_size=SIZE          buffered write data (default 256M)\n"
          "  flush_interval=SECONDS   oldest buffered data is flushed after this (default 5)\n"
          "  discard, nodiscard       return freed space to the device (default discard)\n"
-         "  meta=DIR                 metadata directory (default IMAGE.meta)\n"
          "  snapdir=hidden|visible   list .snapshots in the root (default hidden;\n"
          "                             it is always reachable by name)\n"
          "  dev, nodev, suid, nosuid, exec, noexec, sync, async: as mount(8)\n"
@@ -97,9 +96,6 @@ Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* con
       } else if (key == "snapdir") {
         if (value != "visible" && value != "hidden") return Status::Error(EINVAL, "snapdir must be visible or hidden");
         config->volume.snapdir_visible = value == "visible";
-      } else if (key == "meta") {
-        QCFS_RETURN_IF_ERROR(need_value());
-        config->volume.meta_dir = value;
       } else if (std::find(std::begin(kKernelFlags), std::end(kKernelFlags), key) != std::end(kKernelFlags)) {
         config->fuse_options.push_back(key);
       } else if (std::find(std::begin(kIgnored), std::end(kIgnored), key) != std::end(kIgnored) ||

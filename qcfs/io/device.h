@@ -58,6 +58,13 @@ class Device {
   // afterwards return zeros or old bytes; callers must not depend on either.
   virtual Status Discard(uint64_t offset, uint64_t length) = 0;
 
+  // Makes the device `size` bytes long, or as long as what lies beneath it
+  // with 0 (an image file's current length, a block device's current
+  // capacity, for a partition grown since open). An image file is extended
+  // (sparsely), never shortened; a block device must already be that large.
+  // Returns the new size.
+  virtual Result<uint64_t> Grow(uint64_t size) = 0;
+
   Status Read(uint64_t offset, std::span<std::byte> buf) {
     IoOp op = IoOp::Read(offset, buf);
     return Submit({&op, 1});

@@ -42,6 +42,21 @@ Status MemDevice::Sync() {
   return Status::Ok();
 }
 
+uint64_t MemDevice::size() const {
+  std::lock_guard lock(mu_);
+  return size_;
+}
+
+Result<uint64_t> MemDevice::Grow(uint64_t size) {
+  std::lock_guard lock(mu_);
+  if (size > size_) {
+    size_ = size;
+    current_.resize(size);
+    durable_.resize(size);
+  }
+  return size_;
+}
+
 Status MemDevice::Discard(uint64_t offset, uint64_t length) {
   std::lock_guard lock(mu_);
   if (offset > size_ || length > size_ - offset) return Status::Error(EINVAL, "discard beyond the end of the device");

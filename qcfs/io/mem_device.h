@@ -21,11 +21,12 @@ class MemDevice final : public Device {
 
   explicit MemDevice(uint64_t size);
 
-  uint64_t size() const override { return size_; }
+  uint64_t size() const override;
   const std::string& path() const override { return path_; }
   Status Submit(std::span<const IoOp> ops) override;
   Status Sync() override;
   Status Discard(uint64_t offset, uint64_t length) override;
+  Result<uint64_t> Grow(uint64_t size) override;
 
   void SetFaultHook(FaultHook hook);
   // Simulates a power cut: the contents revert to the last Sync.
@@ -38,7 +39,7 @@ class MemDevice final : public Device {
   uint64_t syncs() const;
 
  private:
-  const uint64_t size_;
+  uint64_t size_;  // guarded by mu_
   const std::string path_;
   mutable std::mutex mu_;  // guards everything below
   std::vector<std::byte> current_;

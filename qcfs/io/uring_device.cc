@@ -13,7 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "qcfs/core/unique_fd.h"
@@ -56,15 +59,16 @@ class UringDevice final : public Device {
   UringDevice(std::string path, UniqueFd fd, uint64_t size, bool block)
       : path_(std::move(path)), fd_(std::move(fd)), size_(size), block_(block) {}
 
-  uint64_t size() const override { return size_; }
+  uint64_t size() const override { return size_.load(std::memory_order_acquire); }
   const std::string& path() const override { return path_; }
   bool is_block_device() const override { return block_; }
 
   Status Submit(std::span<const IoOp> ops) override {
     for (const IoOp& op : ops) {
-      if (op.offset > size_ || op.length > size_ - op.offset) {
+      const uint64_t size = size_.load(std::memory_order_acquire);
+      if (op.offset > size || op.length > size - op.offset) {
         return Status::Errorf(EIO, "{}: I/O at offset {} length {} is beyond the end of the device ({} bytes)",
-                              path_, op.offset, op.length, size_);
+                              path_, op.offset, op.length, size);
       }
     }
     Ring& ring = ThreadRing();
@@ -165,11 +169,35 @@ class UringDevice final : public Device {
     return Status::Ok();
   }
 
+  Result<uint64_t> Grow(uint64_t size) override {
+    std::lock_guard lock(grow_mu_);
+    uint64_t beneath = 0;
+    if (block_) {
+      if (::ioctl(fd_.get(), BLKGETSIZE64, &beneath) != 0) return ErrnoStatus(errno, "BLKGETSIZE64 " + path_);
+    } else {
+      struct stat st {};
+      if (::fstat(fd_.get(), &st) != 0) return ErrnoStatus(errno, "stat " + path_);
+      beneath = static_cast<uint64_t>(st.st_size);
+    }
+    if (size == 0) size = beneath;
+    if (size > beneath) {
+      if (block_) {
+        return Status::Errorf(ENOSPC, "{} holds only {} bytes; grow the partition or volume beneath it first", path_,
+                              beneath);
+      }
+      if (::ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) return ErrnoStatus(errno, "extend " + path_);
+      if (::fsync(fd_.get()) != 0) return ErrnoStatus(errno, "fsync " + path_);
+    }
+    size_.store(std::max(size, size_.load()), std::memory_order_release);
+    return size_.load();
+  }
+
  private:
   std::string path_;
   UniqueFd fd_;
-  uint64_t size_;
+  std::atomic<uint64_t> size_;
   bool block_;
+  std::mutex grow_mu_;
 };
 
 }  // namespace

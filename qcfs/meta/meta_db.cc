@@ -4,6 +4,8 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 
+#include "qcfs/meta/internal/rocks_fs.h"
+
 namespace qcfs {
 
 Status FromRocks(const rocksdb::Status& s, std::string_view context) {
@@ -44,8 +46,8 @@ std::string_view PrefixIterator::value() const { return it_->value().ToStringVie
 Status PrefixIterator::status() const { return FromRocks(it_->status(), "metadata iterator"); }
 
 MetaDb::MetaDb(std::string path, std::unique_ptr<rocksdb::DB> db, std::shared_ptr<rocksdb::Cache> cache,
-               bool read_only)
-    : path_(std::move(path)), db_(std::move(db)), cache_(std::move(cache)), read_only_(read_only) {}
+               bool read_only, std::unique_ptr<rocksdb::Env> env)
+    : env_(std::move(env)), path_(std::move(path)), db_(std::move(db)), cache_(std::move(cache)), read_only_(read_only) {}
 
 MetaDb::~MetaDb() {
   if (db_ && !read_only_) {
@@ -58,6 +60,14 @@ MetaDb::~MetaDb() {
 
 Result<std::unique_ptr<MetaDb>> MetaDb::Open(const std::string& path, const MetaOptions& options) {
   rocksdb::Options opts;
+  std::unique_ptr<rocksdb::Env> env;
+  if (options.fs != nullptr) {
+    env = rocksdb::NewCompositeEnv(internal::NewMetaFsFileSystem(options.fs, path));
+    opts.env = env.get();
+    opts.info_log = internal::NewRocksLogger();
+    // Small files keep metadata space proportionate on small volumes.
+    opts.target_file_size_base = 16ull << 20;
+  }
   opts.create_if_missing = options.create;
   opts.error_if_exists = options.create;
   opts.paranoid_checks = true;
@@ -96,7 +106,8 @@ Result<std::unique_ptr<MetaDb>> MetaDb::Open(const std::string& path, const Meta
     }
     return FromRocks(s, "open metadata " + path);
   }
-  return std::unique_ptr<MetaDb>(new MetaDb(path, std::unique_ptr<rocksdb::DB>(raw), cache, options.read_only));
+  return std::unique_ptr<MetaDb>(
+      new MetaDb(path, std::unique_ptr<rocksdb::DB>(raw), cache, options.read_only, std::move(env)));
 }
 
 Result<std::optional<std::string>> MetaDb::Get(std::string_view key) const {

@@ -16,13 +16,19 @@
 #include <string_view>
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/write_batch.h>
 
 #include "qcfs/core/status.h"
 
 namespace qcfs {
 
+class MetaFs;
+
 struct MetaOptions {
+  // Keep the database's files in this MetaFs (on the device); null keeps
+  // them in the directory given to Open (tests and tools).
+  MetaFs* fs = nullptr;
   // Create the database; fail if it exists.
   bool create = false;
   // Open read-only (offline info); never writes or recovers.
@@ -80,8 +86,10 @@ class MetaDb {
   rocksdb::DB* raw() { return db_.get(); }
 
  private:
-  MetaDb(std::string path, std::unique_ptr<rocksdb::DB> db, std::shared_ptr<rocksdb::Cache> cache, bool read_only);
+  MetaDb(std::string path, std::unique_ptr<rocksdb::DB> db, std::shared_ptr<rocksdb::Cache> cache, bool read_only,
+         std::unique_ptr<rocksdb::Env> env);
 
+  std::unique_ptr<rocksdb::Env> env_;  // over MetaFs; outlives db_
   std::string path_;
   std::unique_ptr<rocksdb::DB> db_;
   std::shared_ptr<rocksdb::Cache> cache_;

@@ -49,7 +49,6 @@ inline constexpr char kHistoryPrefix = 'H';
 inline constexpr char kJournalPrefix = 'J';
 
 // System record names.
-inline constexpr std::string_view kSuperblockName = "superblock";  // raw on-device superblock
 inline constexpr std::string_view kVolumeStateName = "volume";     // VolumeState
 inline constexpr std::string_view kStatsName = "stats";            // StoreStats
 inline constexpr std::string_view kPendingName = "pending";        // PendingOp

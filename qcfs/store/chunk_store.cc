@@ -79,14 +79,14 @@ EncodedRecord EncodePack(std::span<const ChunkContent> chunks, const Compression
 
 // ---------------------------------------------------------------- ChunkStore
 
-ChunkStore::ChunkStore(Device* device, MetaDb* db, const Superblock& sb, const StoreOptions& options)
-    : device_(device), db_(db), sb_(sb), options_(options) {}
+ChunkStore::ChunkStore(Device* device, MetaDb* db, MetaFs* space, const Superblock& sb, const StoreOptions& options)
+    : device_(device), db_(db), space_(space), sb_(sb), segment_count_(sb.segment_count), options_(options) {}
 
 ChunkStore::~ChunkStore() = default;
 
-Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(Device* device, MetaDb* db, const Superblock& sb,
+Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(Device* device, MetaDb* db, MetaFs* space, const Superblock& sb,
                                                      const StoreOptions& options) {
-  std::unique_ptr<ChunkStore> store(new ChunkStore(device, db, sb, options));
+  std::unique_ptr<ChunkStore> store(new ChunkStore(device, db, space, sb, options));
   QCFS_RETURN_IF_ERROR(store->Load());
   return store;
 }
@@ -105,10 +105,30 @@ Status ChunkStore::Load() {
       return Status::Errorf(EUCLEAN, "segment usage record for segment {} is out of range; run qcfs check --repair", seg);
     }
     live_[seg] = static_cast<uint32_t>(rec.live_bytes);
-    if (rec.live_bytes > 0) seg_state_[seg] = kInUse;
+    if (rec.live_bytes == 0) continue;
+    SegmentUse use = space_->Use(seg);
+    if (use == SegmentUse::kFree && !db_->read_only()) {
+      // Its ownership record was lost: claim it back before anything else
+      // can take it.
+      Log(LogLevel::kWarning, "segment {} holds live chunks but was recorded free; recorded as data again", seg);
+      QCFS_RETURN_IF_ERROR(space_->ClaimDataSegment(seg));
+    } else if (use != SegmentUse::kData && !options_.tolerate_damage) {
+      return Status::Errorf(EUCLEAN, "segment {} holds live chunks but is recorded as {}; run qcfs check", seg,
+                            use == SegmentUse::kMeta ? "metadata" : "free");
+    }
   }
   QCFS_RETURN_IF_ERROR(it->status());
-  free_count_ = static_cast<uint64_t>(std::count(seg_state_.begin(), seg_state_.end(), kFree));
+  // Data segments with nothing live (written before a crash, never
+  // referenced) go back: nothing durable points into them.
+  for (uint32_t seg = 0; seg < sb_.segment_count; ++seg) {
+    if (live_[seg] > 0) {
+      seg_state_[seg] = kInUse;
+      continue;
+    }
+    if (space_->Use(seg) == SegmentUse::kData && !db_->read_only()) {
+      QCFS_RETURN_IF_ERROR(space_->ReleaseDataSegment(seg));
+    }
+  }
   QCFS_ASSIGN_OR_RETURN(auto stats, db_->Get(schema::SystemKey(schema::kStatsName)));
   if (stats.has_value() && !schema::StoreStats::Decode(*stats, &stats_)) {
     return Status::Error(EUCLEAN, "malformed store statistics in metadata; run qcfs check --repair");
@@ -120,14 +140,22 @@ std::unique_ptr<ChunkStore::Txn> ChunkStore::Begin() { return std::unique_ptr<Tx
 
 uint64_t ChunkStore::ReservationFor(uint64_t raw) const { return raw + kRecordHeaderSize; }
 
+uint64_t ChunkStore::MetaReserve() const {
+  return std::max<uint64_t>(2, space_->Usage().meta_segments / 4 + 1);
+}
+
 uint64_t ChunkStore::AvailableLocked() const {
   uint64_t capacity = sb_.DataCapacity();
-  uint64_t held = stats_.stored_bytes + reserved_ + uint64_t{options_.reserve_segments} * sb_.segment_size;
+  MetaFsUsage m = space_->Usage();
+  uint64_t held = stats_.stored_bytes + reserved_ +
+                  (uint64_t{options_.reserve_segments} + m.meta_segments + MetaReserve()) * sb_.segment_size;
   return held >= capacity ? 0 : capacity - held;
 }
 
 uint64_t ChunkStore::ImmediateLocked() const {
-  uint64_t room = free_count_ * sb_.segment_size;
+  uint64_t free = space_->Usage().free_segments;
+  uint64_t reserve = MetaReserve();
+  uint64_t room = (free > reserve ? free - reserve : 0) * sb_.segment_size;
   if (open_segment_ >= 0) room += sb_.segment_size - open_offset_;
   return room;
 }
@@ -153,7 +181,7 @@ StoreUsage ChunkStore::Usage() const {
   u.stats = stats_;
   u.segment_size = sb_.segment_size;
   u.segment_count = sb_.segment_count;
-  u.free_segments = free_count_;
+  u.free_segments = space_->Usage().free_segments;
   u.pending_segments = pending_.size();
   u.capacity_bytes = sb_.DataCapacity();
   u.live_bytes = stats_.stored_bytes;
@@ -188,53 +216,47 @@ Status ChunkStore::SyncFreed() {
     pending_.insert(pending_.end(), batch.begin(), batch.end());
     return s;
   }
+  Status released;
   for (uint32_t seg : batch) {
     if (seg_state_[seg] != kPending) continue;
     if (live_[seg] == 0) {
       seg_state_[seg] = kFree;
-      ++free_count_;
-      free_hint_ = std::min(free_hint_, seg);
+      Status r = space_->ReleaseDataSegment(seg);
+      if (released.ok()) released = r;
     } else {
       seg_state_[seg] = kInUse;
     }
   }
-  return Status::Ok();
+  return released;
 }
 
 Status ChunkStore::OpenSegment(std::vector<Staged>* staged) {
+  Result<uint32_t> seg = Status::Error(ENOSPC, "");
   for (int attempt = 0; attempt < 2; ++attempt) {
-    {
-      std::lock_guard lock(state_mu_);
-      if (free_count_ > 0) {
-        uint32_t seg = free_hint_;
-        while (seg < sb_.segment_count && seg_state_[seg] != kFree) ++seg;
-        if (seg >= sb_.segment_count) {
-          seg = 0;
-          while (seg < sb_.segment_count && seg_state_[seg] != kFree) ++seg;
-        }
-        if (seg < sb_.segment_count) {
-          seg_state_[seg] = kInUse;
-          --free_count_;
-          free_hint_ = seg + 1;
-          open_segment_ = seg;
-          open_offset_ = kSegmentHeaderSize;
-          Staged st{seg, 0, std::vector<std::byte>(kSegmentHeaderSize)};
-          st.bytes.reserve(sb_.segment_size / 4);
-          internal::SegmentHeader h;
-          h.segment = seg;
-          h.sequence = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-          std::memcpy(h.uuid, sb_.uuid.data(), 16);
-          internal::EncodeSegmentHeader(h, st.bytes.data());
-          staged->push_back(std::move(st));
-          return Status::Ok();
-        }
-      }
-    }
+    seg = space_->AcquireDataSegment(MetaReserve());
+    if (seg.ok() || seg.status().code() != ENOSPC) break;
     // Nothing free: make what earlier batches freed reusable.
     if (attempt == 0) QCFS_RETURN_IF_ERROR(SyncFreed());
   }
-  return Status::Errorf(ENOSPC, "no free segment left on the volume ({} segments of {})", sb_.segment_count,
-                        FormatSize(sb_.segment_size));
+  if (!seg.ok()) {
+    if (seg.status().code() != ENOSPC) return seg.status();
+    return Status::Errorf(ENOSPC, "no free segment left on the volume ({} segments of {})", segment_count_.load(),
+                          FormatSize(sb_.segment_size));
+  }
+  std::lock_guard lock(state_mu_);
+  seg_state_[*seg] = kInUse;
+  live_[*seg] = 0;
+  open_segment_ = *seg;
+  open_offset_ = kSegmentHeaderSize;
+  Staged st{*seg, 0, std::vector<std::byte>(kSegmentHeaderSize), {}};
+  st.bytes.reserve(sb_.segment_size / 4);
+  internal::SegmentHeader h;
+  h.segment = *seg;
+  h.sequence = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  std::memcpy(h.uuid, sb_.uuid.data(), 16);
+  internal::EncodeSegmentHeader(h, st.bytes.data());
+  staged->push_back(std::move(st));
+  return Status::Ok();
 }
 
 Result<ChunkStore::Location> ChunkStore::Allocate(uint32_t record_len, std::vector<Staged>* staged,
@@ -391,7 +413,7 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fin
 Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadChunk(const Fingerprint& fp,
                                                                            const ChunkIndexRecord& rec) {
   auto where = [&] { return fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset); };
-  if (rec.segment >= sb_.segment_count || uint64_t{rec.offset} + rec.record_len > sb_.segment_size ||
+  if (rec.segment >= segment_count_.load(std::memory_order_acquire) || uint64_t{rec.offset} + rec.record_len > sb_.segment_size ||
       rec.record_len < kRecordHeaderSize) {
     return Status::Errorf(EIO, "{}: location is outside the segment area", where());
   }
@@ -468,15 +490,24 @@ Status ChunkStore::MakeRoom(uint64_t bytes) {
   return cleaned.ok() ? Status::Ok() : cleaned.status();
 }
 
-Result<uint64_t> ChunkStore::Clean(uint64_t want_free) {
+void ChunkStore::Grow(uint64_t segment_count) {
+  std::lock_guard lock(state_mu_);
+  if (segment_count <= sb_.segment_count) return;
+  live_.resize(segment_count, 0);
+  seg_state_.resize(segment_count, kFree);
+  sb_.segment_count = segment_count;
+  segment_count_.store(segment_count, std::memory_order_release);
+}
+
+Result<uint64_t> ChunkStore::Clean(uint64_t want_free, uint64_t max_victims) {
   uint64_t reclaimed = 0;
   QCFS_RETURN_IF_ERROR(SyncFreed());
-  for (;;) {
+  for (uint64_t victims = 0; victims < max_victims; ++victims) {
     uint32_t victim = 0;
     bool found = false;
     {
       std::lock_guard lock(state_mu_);
-      if (free_count_ >= want_free) break;
+      if (space_->Usage().free_segments >= want_free + MetaReserve()) break;
       uint32_t best = sb_.segment_size;
       const auto limit = static_cast<uint32_t>(options_.clean_below * sb_.segment_size);
       for (uint32_t s = 0; s < sb_.segment_count; ++s) {
@@ -488,7 +519,7 @@ Result<uint64_t> ChunkStore::Clean(uint64_t want_free) {
         }
       }
       // Compacting a segment pays only if there is room to take its live bytes.
-      if (found && live_[victim] > 0 && free_count_ == 0 &&
+      if (found && live_[victim] > 0 && space_->Usage().free_segments <= MetaReserve() &&
           (open_segment_ < 0 || sb_.segment_size - open_offset_ < live_[victim])) {
         found = false;
       }

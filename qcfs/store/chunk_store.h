@@ -26,6 +26,7 @@
 // serialized; lock order: txn_mu_, write_mu_, state_mu_.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -42,6 +43,7 @@
 #include "qcfs/core/status.h"
 #include "qcfs/io/device.h"
 #include "qcfs/meta/meta_db.h"
+#include "qcfs/meta/metafs.h"
 #include "qcfs/meta/schema.h"
 #include "qcfs/store/codec.h"
 #include "qcfs/store/superblock.h"
@@ -51,6 +53,9 @@ namespace qcfs {
 struct StoreOptions {
   // Return freed segments to the device (punch holes / BLKDISCARD). Default on.
   bool discard = true;
+  // Offline check: load segments whose ownership records disagree with the
+  // chunk index instead of refusing, for check to report.
+  bool tolerate_damage = false;
   // Segments kept free for the cleaner, beyond what users may fill. Default 2.
   uint32_t reserve_segments = 2;
   // The cleaner compacts segments whose live bytes are below this fraction
@@ -107,7 +112,9 @@ struct StoreUsage {
 
 class ChunkStore {
  public:
-  static Result<std::unique_ptr<ChunkStore>> Open(Device* device, MetaDb* db, const Superblock& sb,
+  // `space` owns the segments: the store takes free ones for data and gives
+  // empty ones back. REQUIRES: device, db and space outlive the store.
+  static Result<std::unique_ptr<ChunkStore>> Open(Device* device, MetaDb* db, MetaFs* space, const Superblock& sb,
                                                   const StoreOptions& options);
   ChunkStore(const ChunkStore&) = delete;
   ChunkStore& operator=(const ChunkStore&) = delete;
@@ -145,8 +152,12 @@ class ChunkStore {
   // of free segments: syncs freed space and runs the cleaner when needed.
   Status MakeRoom(uint64_t bytes);
   // Compacts partly dead segments until `want_free` segments are free or
-  // nothing is left to gain. Returns the number of segments reclaimed.
-  Result<uint64_t> Clean(uint64_t want_free);
+  // nothing is left to gain, taking at most `max_victims` segments. Returns
+  // the number of segments reclaimed.
+  Result<uint64_t> Clean(uint64_t want_free, uint64_t max_victims = UINT64_MAX);
+  // Adds segments at the end (a grown device whose new superblock is
+  // durable). Call before MetaFs::Grow hands them out.
+  void Grow(uint64_t segment_count);
 
   StoreUsage Usage() const;
   const Superblock& superblock() const { return sb_; }
@@ -180,7 +191,9 @@ class ChunkStore {
     int users = 0;                 // WriteRecords calls that expect it
   };
 
-  ChunkStore(Device* device, MetaDb* db, const Superblock& sb, const StoreOptions& options);
+  ChunkStore(Device* device, MetaDb* db, MetaFs* space, const Superblock& sb, const StoreOptions& options);
+  // Free segments kept for metadata growth: data never takes them.
+  uint64_t MetaReserve() const;
   Status Load();
 
   // Allocation and writing (write_mu_ held). Segments filled while staging
@@ -206,7 +219,9 @@ class ChunkStore {
 
   Device* const device_;
   MetaDb* const db_;
-  const Superblock sb_;
+  MetaFs* const space_;
+  Superblock sb_;  // segment_count changes (Grow) with state_mu_ held
+  std::atomic<uint64_t> segment_count_;  // sb_.segment_count, for readers without state_mu_
   const StoreOptions options_;
   std::function<void()> read_hook_;
 
@@ -216,11 +231,10 @@ class ChunkStore {
   // Guards the segment table, free and pending sets, stats, reservations,
   // provisional chunks, pins and the open segment.
   mutable std::mutex state_mu_;
+  // kFree: not the store's (free, or metadata's: MetaFs knows which).
   enum SegmentState : uint8_t { kInUse = 0, kFree = 1, kPending = 2 };
   std::vector<uint32_t> live_;      // live bytes per segment
   std::vector<uint8_t> seg_state_;  // SegmentState per segment
-  uint64_t free_count_ = 0;
-  uint32_t free_hint_ = 0;          // no free segment below this index
   std::vector<uint32_t> pending_;   // freed by written batches, not yet durable
   std::unordered_map<Fingerprint, Provisional, FingerprintHash> provisional_;
   std::unordered_map<uint32_t, int> pinned_;  // segment -> provisional chunks in it

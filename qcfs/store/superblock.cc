@@ -105,8 +105,11 @@ Result<Superblock> ReadSuperblock(Device* device) {
 Status WriteSuperblock(Device* device, const Superblock& sb) {
   std::string block = sb.Encode();
   auto span = AsBytes(block);
-  IoOp ops[2] = {IoOp::Write(0, span), IoOp::Write(Superblock::kSecondaryOffset, span)};
-  QCFS_RETURN_IF_ERROR(device->Submit(ops));
+  // One copy at a time: whatever a power cut interrupts, one copy is whole
+  // (old or new).
+  QCFS_RETURN_IF_ERROR(device->Write(0, span));
+  QCFS_RETURN_IF_ERROR(device->Sync());
+  QCFS_RETURN_IF_ERROR(device->Write(Superblock::kSecondaryOffset, span));
   return device->Sync();
 }
 

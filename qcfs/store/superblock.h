@@ -4,12 +4,11 @@
 // Layout of the device:
 //   [0, 4 KiB)          superblock (primary)
 //   [4 KiB, 8 KiB)      superblock (secondary copy)
-//   [8 KiB, data_offset) reserved, zero
+//   [8 KiB, 16 KiB)     metadata roots (two, see meta/metafs.h)
+//   [16 KiB, data_offset) reserved, zero
 //   [data_offset, ...)  segment_count segments of segment_size bytes
 //
-// Both copies are written at mkfs and never change while mounted; the
-// metadata database keeps a third copy and refuses a device whose UUID does
-// not match it.
+// Both copies are written at mkfs and rewritten only when the volume grows.
 #pragma once
 
 #include <array>
@@ -25,6 +24,7 @@ namespace qcfs {
 struct Superblock {
   static constexpr uint32_t kFormatVersion = 1;
   static constexpr uint64_t kSecondaryOffset = 4096;
+  static constexpr uint64_t kMetaRootOffset = 8192;
   static constexpr uint64_t kDefaultDataOffset = 1ull << 20;
   // Incompatible features this build understands (none yet).
   static constexpr uint64_t kKnownIncompatFeatures = 0;
@@ -33,7 +33,7 @@ struct Superblock {
   uint64_t incompat_features = 0;  // a bit this build does not know refuses the mount
   uint64_t compat_features = 0;
   std::array<uint8_t, 16> uuid{};
-  uint64_t device_size = 0;     // bytes, at mkfs
+  uint64_t device_size = 0;     // bytes the volume spans (at mkfs, or its last resize)
   uint32_t chunk_size = 64 << 10;
   uint32_t segment_size = 4 << 20;
   CompressionSpec compression;  // default for new chunks
@@ -55,7 +55,7 @@ struct Superblock {
 // Reads the primary superblock, falling back to the secondary when the
 // primary is damaged.
 Result<Superblock> ReadSuperblock(Device* device);
-// Writes both copies and syncs.
+// Writes both copies, one after the other, each synced.
 Status WriteSuperblock(Device* device, const Superblock& sb);
 
 // Names the file system or partition table already on the device ("ext4",

@@ -28,13 +28,16 @@ class CheckTest : public ::testing::Test {
     v_.Close();
   }
 
-  // Opens the metadata directly (as the device's owner would), applies `fn`.
+  // Opens the metadata directly (as maintenance tools do), applies `fn`.
   void Tamper(const std::function<void(MetaDb*, rocksdb::WriteBatch*)>& fn) {
-    auto db = MetaDb::Open(v_.image() + ".meta", MetaOptions{});
-    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    VolumeOptions vo;
+    vo.maintenance = true;
+    auto v = Volume::Open(v_.image(), vo);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
     rocksdb::WriteBatch batch;
-    fn(db->get(), &batch);
-    ASSERT_TRUE((*db)->Write(&batch, true).ok());
+    fn((*v)->db(), &batch);
+    ASSERT_TRUE((*v)->db()->Write(&batch, true).ok());
+    ASSERT_TRUE((*v)->Close().ok());
   }
 
   CheckReport Check(bool repair) {
@@ -115,6 +118,33 @@ TEST_F(CheckTest, LeakedChunkAndBadCountersAreRepaired) {
   ExpectClean();
   v_.Open();
   EXPECT_EQ(v_.ReadAll(a_), RandomBytes(300000, 1));
+}
+
+// The device's segment table says a segment holding chunks is free: check
+// reports it, and the next read-write open records it as data again before
+// anything could be written over it.
+TEST_F(CheckTest, DataSegmentRecordedFreeIsFoundAndReclaimed) {
+  {
+    VolumeOptions vo;
+    vo.maintenance = true;
+    auto v = Volume::Open(v_.image(), vo);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    auto e = (*v)->db()->Get(schema::ExtentKey(a_, 0));
+    schema::ExtentRecord ext;
+    ASSERT_TRUE(schema::ExtentRecord::Decode(**e, &ext));
+    auto c = (*v)->db()->Get(schema::ChunkKey(ext.fp));
+    schema::ChunkIndexRecord rec;
+    ASSERT_TRUE(schema::ChunkIndexRecord::Decode(**c, &rec));
+    ASSERT_EQ((*v)->space()->Use(rec.segment), SegmentUse::kData);
+    ASSERT_TRUE((*v)->space()->ReleaseDataSegment(rec.segment).ok());
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  CheckReport found = Check(false);
+  EXPECT_TRUE(Has(found, "segment-owner")) << Describe(found);
+  v_.Open();
+  EXPECT_EQ(v_.ReadAll(a_), RandomBytes(300000, 1));
+  v_.Close();
+  ExpectClean();
 }
 
 TEST_F(CheckTest, LinkCountsAndUnreachableInodes) {

@@ -23,12 +23,18 @@ class ChunkStoreTest : public ::testing::Test {
     sb_.chunk_size = 64 << 10;
     sb_.segment_count = (sb_.device_size - sb_.data_offset) / sb_.segment_size;
     device_ = std::make_unique<MemDevice>(sb_.device_size);
+    MetaFsLayout layout;
+    layout.data_offset = sb_.data_offset;
+    layout.segment_size = sb_.segment_size;
+    layout.segment_count = sb_.segment_count;
+    layout.uuid = sb_.uuid;
+    space_ = std::move(MetaFs::Format(device_.get(), layout)).value();
     MetaOptions mo;
     mo.create = true;
     db_ = std::move(MetaDb::Open(dir_.Join("meta"), mo)).value();
     StoreOptions so;
     so.read_cache_bytes = 0;  // every read goes to the device
-    store_ = std::move(ChunkStore::Open(device_.get(), db_.get(), sb_, so)).value();
+    store_ = std::move(ChunkStore::Open(device_.get(), db_.get(), space_.get(), sb_, so)).value();
   }
 
   // Adds one reference to each chunk and commits.
@@ -60,6 +66,7 @@ class ChunkStoreTest : public ::testing::Test {
   TempDir dir_;
   Superblock sb_;
   std::unique_ptr<MemDevice> device_;
+  std::unique_ptr<MetaFs> space_;
   std::unique_ptr<MetaDb> db_;
   std::unique_ptr<ChunkStore> store_;
 };

@@ -1,0 +1,932 @@
+#include "qcfs/meta/metafs.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "qcfs/core/coding.h"
+#include "qcfs/core/log.h"
+
+namespace qcfs {
+
+namespace {
+
+constexpr uint64_t kBlock = 4096;
+constexpr char kRootMagic[8] = {'Q', 'C', 'F', 'S', 'M', 'E', 'T', 'A'};
+constexpr uint64_t kJournalExtent = 1ull << 20;  // journal grows by this much
+constexpr uint64_t kRecordOverhead = 4 + 1 + 8 + 8;
+constexpr uint64_t kNextReserve = kRecordOverhead + 16;  // room for a "continue at" record
+constexpr uint64_t kCompactAt = 8ull << 20;              // journal bytes before a rewrite
+
+enum RecordType : uint8_t {
+  kSegUse = 1,
+  kFileCreate = 2,
+  kFileDelete = 3,
+  kFileRename = 4,
+  kFileExtent = 5,
+  kFileSize = 6,
+  kJournalNext = 7,
+  kSegUseMap = 8,
+};
+// A kSegUseMap record covers this many segments (2 bits each).
+constexpr uint32_t kSegMapSpan = 1u << 16;
+
+uint64_t Seed(const std::array<uint8_t, 16>& uuid) { return LoadLE64(uuid.data()); }
+
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+std::span<std::byte> Bytes(std::string& s) { return {reinterpret_cast<std::byte*>(s.data()), s.size()}; }
+
+// One journal record: u32 length, u8 type, u64 generation, payload, u64 xxh3.
+std::string EncodeRecord(uint8_t type, uint64_t generation, std::string_view payload, uint64_t seed) {
+  std::string r;
+  char head[13];
+  StoreLE32(head, static_cast<uint32_t>(payload.size()));
+  head[4] = static_cast<char>(type);
+  StoreLE64(head + 5, generation);
+  r.append(head, 13);
+  r.append(payload);
+  char sum[8];
+  StoreLE64(sum, XXH3_64bits_withSeed(r.data(), r.size(), seed));
+  r.append(sum, 8);
+  return r;
+}
+
+}  // namespace
+
+struct MetaFs::FileState {
+  uint64_t id = 0;
+  std::string name;
+  uint64_t size = 0;            // bytes on the device
+  uint64_t journaled_size = 0;  // size the journal records
+  uint64_t allocated = 0;       // bytes of extents
+  std::vector<Extent> extents;
+  int handles = 0;
+  bool deleted = false;
+};
+
+// ---------------------------------------------------------------- setup
+
+MetaFs::MetaFs(Device* device, const MetaFsLayout& layout) : device_(device), layout_(layout) {
+  use_.assign(layout.segment_count, SegmentUse::kFree);
+  RecountUse();
+}
+
+void MetaFs::RecountUse() {
+  free_segments_ = std::count(use_.begin(), use_.end(), SegmentUse::kFree);
+  meta_segments_ = std::count(use_.begin(), use_.end(), SegmentUse::kMeta);
+  free_hint_ = 0;
+}
+
+MetaFs::~MetaFs() = default;
+
+Result<std::unique_ptr<MetaFs>> MetaFs::Format(Device* device, const MetaFsLayout& layout) {
+  std::unique_ptr<MetaFs> fs(new MetaFs(device, layout));
+  std::lock_guard lock(fs->mu_);
+  QCFS_RETURN_IF_ERROR(fs->StartJournal(1));
+  QCFS_RETURN_IF_ERROR(device->Sync());
+  return fs;
+}
+
+Result<std::unique_ptr<MetaFs>> MetaFs::Mount(Device* device, const MetaFsLayout& layout) {
+  std::unique_ptr<MetaFs> fs(new MetaFs(device, layout));
+  std::lock_guard lock(fs->mu_);
+  QCFS_RETURN_IF_ERROR(fs->Replay(false));
+  return fs;
+}
+
+Result<std::unique_ptr<MetaFs>> MetaFs::MountReadOnly(Device* device, const MetaFsLayout& layout) {
+  std::unique_ptr<MetaFs> fs(new MetaFs(device, layout));
+  std::lock_guard lock(fs->mu_);
+  QCFS_RETURN_IF_ERROR(fs->Replay(true));
+  fs->read_only_ = true;
+  return fs;
+}
+
+Status MetaFs::WriteRoot(uint64_t generation, const Extent& first) {
+  std::string block(kBlock, '\0');
+  char* p = block.data();
+  std::memcpy(p, kRootMagic, 8);
+  StoreLE64(p + 8, generation);
+  StoreLE64(p + 16, first.offset);
+  StoreLE64(p + 24, first.length);
+  std::memcpy(p + 32, layout_.uuid.data(), 16);
+  StoreLE64(p + 56, XXH3_64bits(p, 56));
+  // Alternate slots: the other root stays valid until this one is durable.
+  QCFS_RETURN_IF_ERROR(device_->Write(layout_.root_offset[generation % 2], Bytes(block)));
+  return device_->Sync();
+}
+
+Status MetaFs::StartJournal(uint64_t generation) {
+  // A fresh journal in new blocks, holding the whole state, then the root.
+  std::string records;
+  auto add = [&](uint8_t type, const std::string& payload) {
+    records.append(EncodeRecord(type, generation, payload, Seed(layout_.uuid)));
+  };
+  // Size the new journal for the state plus room to grow.
+  uint64_t estimate = use_.size() / 4 + 64 * (use_.size() / kSegMapSpan + 1);
+  for (auto& [id, f] : files_) estimate += 64 + f->name.size() + 24 * f->extents.size();
+  uint64_t want = RoundUp(std::max<uint64_t>(kJournalExtent, estimate * 2), kBlock);
+  want = std::min<uint64_t>(want, layout_.segment_size);
+  bool was = compacting_;
+  compacting_ = true;  // the new journal lists every segment itself
+  auto first_or = AllocateBlocks(want / kBlock, 0);
+  compacting_ = was;
+  if (!first_or.ok()) return first_or.status();
+  Extent first = *first_or;
+  // Segments in use (the journal's own included, now that it is allocated):
+  // 2 bits per segment, skipping spans that are all free.
+  for (uint64_t first_seg = 0; first_seg < use_.size(); first_seg += kSegMapSpan) {
+    const auto count = static_cast<uint32_t>(std::min<uint64_t>(kSegMapSpan, use_.size() - first_seg));
+    std::string bits((count + 3) / 4, '\0');
+    bool any = false;
+    for (uint32_t i = 0; i < count; ++i) {
+      auto u = static_cast<uint8_t>(use_[first_seg + i]);
+      any |= u != 0;
+      bits[i / 4] = static_cast<char>(static_cast<uint8_t>(bits[i / 4]) | (u << (2 * (i % 4))));
+    }
+    if (!any) continue;
+    std::string p;
+    Encoder e(&p);
+    e.Fixed32(static_cast<uint32_t>(first_seg));
+    e.Fixed32(count);
+    e.Bytes(bits);
+    add(kSegUseMap, p);
+  }
+  for (auto& [id, f] : files_) {
+    if (f->deleted) continue;
+    std::string p;
+    Encoder(&p).Varint(id);
+    Encoder(&p).String(f->name);
+    add(kFileCreate, p);
+    for (const Extent& x : f->extents) {
+      std::string q;
+      Encoder e(&q);
+      e.Varint(id);
+      e.Varint(x.offset);
+      e.Varint(x.length);
+      add(kFileExtent, q);
+    }
+    std::string z;
+    Encoder(&z).Varint(id);
+    Encoder(&z).Varint(f->size);
+    add(kFileSize, z);
+    f->journaled_size = f->size;
+  }
+  if (records.size() + kNextReserve > first.length) {
+    return Status::Errorf(ENOSPC, "metadata journal state of {} bytes does not fit", records.size());
+  }
+  // Write it (zero the rest of its first block) and make it durable before the root points at it.
+  std::string out = records;
+  out.resize(RoundUp(out.size() + 1, kBlock), '\0');
+  QCFS_RETURN_IF_ERROR(device_->Write(first.offset, Bytes(out)));
+  QCFS_RETURN_IF_ERROR(device_->Sync());
+  QCFS_RETURN_IF_ERROR(WriteRoot(generation, first));
+  // The old journal's blocks are free once the new root is durable.
+  for (const Extent& old : journal_) FreeExtent(old);
+  generation_ = generation;
+  journal_ = {first};
+  journal_pos_ = first.offset + records.size();
+  journal_end_ = first.offset + first.length;
+  journal_bytes_ = records.size();
+  tail_offset_ = (journal_pos_ / kBlock) * kBlock;
+  tail_ = records.substr(tail_offset_ - first.offset);
+  return Status::Ok();
+}
+
+Status MetaFs::Replay(bool read_only) {
+  // The root with the higher valid generation.
+  uint64_t generation = 0;
+  Extent first{0, 0};
+  for (int slot = 0; slot < 2; ++slot) {
+    std::string block(kBlock, '\0');
+    QCFS_RETURN_IF_ERROR(device_->Read(layout_.root_offset[slot], Bytes(block)));
+    const char* p = block.data();
+    if (std::memcmp(p, kRootMagic, 8) != 0 || LoadLE64(p + 56) != XXH3_64bits(p, 56)) continue;
+    if (std::memcmp(p + 32, layout_.uuid.data(), 16) != 0) continue;
+    uint64_t gen = LoadLE64(p + 8);
+    if (gen > generation) {
+      generation = gen;
+      first = {LoadLE64(p + 16), LoadLE64(p + 24)};
+    }
+  }
+  if (generation == 0) {
+    return Status::Error(EUCLEAN, "no valid metadata root on the device (not formatted by this qcfs, or damaged)");
+  }
+  if (first.offset < layout_.data_offset || first.offset + first.length > layout_.SegmentOffset(0) +
+                                                                         layout_.segment_count * layout_.segment_size) {
+    return Status::Error(EUCLEAN, "the metadata root points outside the device");
+  }
+  generation_ = generation;
+  journal_ = {first};
+  Extent current = first;
+  std::string buf(current.length, '\0');
+  QCFS_RETURN_IF_ERROR(device_->Read(current.offset, Bytes(buf)));
+  uint64_t pos = 0;
+  uint64_t records = 0;
+  for (;;) {
+    if (pos + kRecordOverhead > buf.size()) break;
+    const char* p = buf.data() + pos;
+    uint32_t len = LoadLE32(p);
+    if (pos + kRecordOverhead + len > buf.size()) break;
+    uint8_t type = static_cast<uint8_t>(p[4]);
+    if (LoadLE64(p + 5) != generation) break;
+    uint64_t sum = LoadLE64(p + 13 + len);
+    if (sum != XXH3_64bits_withSeed(p, 13 + len, Seed(layout_.uuid))) break;
+    Decoder d(std::string_view(p + 13, len));
+    bool ok = true;
+    switch (type) {
+      case kSegUse: {
+        uint32_t s;
+        uint8_t u;
+        ok = d.Fixed32(&s) && d.U8(&u) && s < use_.size() && u <= 2;
+        if (ok) use_[s] = static_cast<SegmentUse>(u);
+        break;
+      }
+      case kSegUseMap: {
+        uint32_t first_seg, count;
+        std::string_view bits;
+        ok = d.Fixed32(&first_seg) && d.Fixed32(&count) && count <= kSegMapSpan &&
+             uint64_t{first_seg} + count <= use_.size() && d.Bytes((count + 3) / 4, &bits);
+        for (uint32_t i = 0; ok && i < count; ++i) {
+          uint8_t u = (static_cast<uint8_t>(bits[i / 4]) >> (2 * (i % 4))) & 3;
+          ok = u <= 2;
+          use_[first_seg + i] = static_cast<SegmentUse>(u);
+        }
+        break;
+      }
+      case kFileCreate: {
+        uint64_t id;
+        std::string_view name;
+        ok = d.Varint(&id) && d.String(&name);
+        if (ok) {
+          auto it = names_.find(std::string(name));
+          if (it != names_.end()) files_.erase(it->second);
+          auto f = std::make_shared<FileState>();
+          f->id = id;
+          f->name.assign(name);
+          files_[id] = f;
+          names_[f->name] = id;
+          next_id_ = std::max(next_id_, id + 1);
+        }
+        break;
+      }
+      case kFileDelete: {
+        uint64_t id;
+        ok = d.Varint(&id);
+        if (ok) {
+          auto it = files_.find(id);
+          if (it != files_.end()) {
+            names_.erase(it->second->name);
+            files_.erase(it);
+          }
+        }
+        break;
+      }
+      case kFileRename: {
+        uint64_t id;
+        std::string_view name;
+        ok = d.Varint(&id) && d.String(&name);
+        auto it = files_.find(id);
+        if (ok && it != files_.end()) {
+          names_.erase(it->second->name);
+          auto other = names_.find(std::string(name));
+          if (other != names_.end()) files_.erase(other->second);
+          it->second->name.assign(name);
+          names_[it->second->name] = id;
+        }
+        break;
+      }
+      case kFileExtent: {
+        uint64_t id, off, length;
+        ok = d.Varint(&id) && d.Varint(&off) && d.Varint(&length);
+        auto it = files_.find(id);
+        if (ok && it != files_.end()) {
+          it->second->extents.push_back({off, length});
+          it->second->allocated += length;
+        }
+        break;
+      }
+      case kFileSize: {
+        uint64_t id, size;
+        ok = d.Varint(&id) && d.Varint(&size);
+        auto it = files_.find(id);
+        if (ok && it != files_.end()) {
+          it->second->size = std::min(size, it->second->allocated);
+          it->second->journaled_size = it->second->size;
+        }
+        break;
+      }
+      case kJournalNext: {
+        uint64_t off, length;
+        ok = d.Varint(&off) && d.Varint(&length) && length >= kBlock && length <= (64ull << 20);
+        if (ok) {
+          current = {off, length};
+          journal_.push_back(current);
+          buf.assign(current.length, '\0');
+          QCFS_RETURN_IF_ERROR(device_->Read(current.offset, Bytes(buf)));
+          pos = 0;
+          ++records;
+          continue;
+        }
+        break;
+      }
+      default:
+        ok = false;
+    }
+    if (!ok) {
+      return Status::Errorf(EUCLEAN, "metadata journal record {} (type {}) is malformed", records, type);
+    }
+    pos += kRecordOverhead + len;
+    ++records;
+  }
+  journal_pos_ = current.offset + pos;
+  journal_end_ = current.offset + current.length;
+  journal_bytes_ = 0;
+  for (size_t i = 0; i + 1 < journal_.size(); ++i) journal_bytes_ += journal_[i].length;
+  journal_bytes_ += pos;
+  tail_offset_ = (journal_pos_ / kBlock) * kBlock;
+  tail_ = buf.substr(tail_offset_ - current.offset, journal_pos_ - tail_offset_);
+
+  // Blocks in use are those of files and of the journal; their segments are metadata's.
+  for (uint32_t s = 0; s < use_.size(); ++s) {
+    if (use_[s] == SegmentUse::kMeta) use_[s] = SegmentUse::kFree;
+  }
+  for (const Extent& j : journal_) MarkUsed(j);
+  for (auto& [id, f] : files_) {
+    for (const Extent& x : f->extents) MarkUsed(x);
+  }
+  for (auto& [seg, m] : meta_) use_[seg] = SegmentUse::kMeta;
+  RecountUse();
+  qcfs::Log(LogLevel::kDebug, "metadata journal: generation {}, {} records, {} files", generation_, records, files_.size());
+  if (read_only) return Status::Ok();
+  // Start the next journal generation: the replayed tail may end in a torn record.
+  return StartJournal(generation_ + 1);
+}
+
+// ---------------------------------------------------------------- journal
+
+Status MetaFs::Journal(uint8_t type, const std::string& payload) {
+  if (read_only_) return Status::Error(EROFS, "metadata is open read-only");
+  std::string r = EncodeRecord(type, generation_, payload, Seed(layout_.uuid));
+  if (journal_pos_ + r.size() + kNextReserve > journal_end_) {
+    // Chain a new extent; the "continue at" record fills the old one's end.
+    QCFS_ASSIGN_OR_RETURN(Extent next, AllocateBlocks(kJournalExtent / kBlock, journal_end_));
+    std::string p;
+    Encoder e(&p);
+    e.Varint(next.offset);
+    e.Varint(next.length);
+    tail_.append(EncodeRecord(kJournalNext, generation_, p, Seed(layout_.uuid)));
+    QCFS_RETURN_IF_ERROR(device_->Write(tail_offset_, Bytes(tail_)));
+    journal_bytes_ += journal_end_ - journal_pos_;
+    journal_.push_back(next);
+    journal_pos_ = next.offset;
+    journal_end_ = next.offset + next.length;
+    tail_offset_ = next.offset;
+    tail_.clear();
+  }
+  tail_.append(r);
+  // Rewrites the journal's last block with the new record (4 KiB writes are atomic).
+  std::string out = tail_;
+  QCFS_RETURN_IF_ERROR(device_->Write(tail_offset_, Bytes(out)));
+  journal_pos_ += r.size();
+  journal_bytes_ += r.size();
+  uint64_t keep_from = (journal_pos_ / kBlock) * kBlock;
+  if (keep_from > tail_offset_) {
+    tail_.erase(0, keep_from - tail_offset_);
+    tail_offset_ = keep_from;
+  }
+  return Status::Ok();
+}
+
+Status MetaFs::MaybeCompact() {
+  if (compacting_ || journal_bytes_ < kCompactAt) return Status::Ok();
+  uint64_t state = use_.size() / 4;
+  for (auto& [id, f] : files_) state += 64 + 24 * f->extents.size();
+  if (journal_bytes_ < 4 * state) return Status::Ok();
+  compacting_ = true;
+  Status s = StartJournal(generation_ + 1);
+  compacting_ = false;
+  return s;
+}
+
+// ---------------------------------------------------------------- space
+
+void MetaFs::MarkUsed(const Extent& e) {
+  for (uint64_t off = e.offset; off < e.offset + e.length; off += kBlock) {
+    uint64_t rel = off - layout_.data_offset;
+    auto seg = static_cast<uint32_t>(rel / layout_.segment_size);
+    uint64_t block = (rel % layout_.segment_size) / kBlock;
+    MetaSegment& m = meta_[seg];
+    if (m.bits.empty()) m.bits.assign(layout_.segment_size / kBlock / 64 + 1, 0);
+    uint64_t& word = m.bits[block / 64];
+    if (!(word & (1ull << (block % 64)))) {
+      word |= 1ull << (block % 64);
+      ++m.used;
+    }
+  }
+}
+
+void MetaFs::FreeExtent(const Extent& e) { pending_free_.push_back(e); }
+
+Result<uint32_t> MetaFs::TakeFreeSegment() {
+  // The lowest free segment: image files stay compact.
+  for (uint32_t s = free_hint_; s < use_.size(); ++s) {
+    if (use_[s] == SegmentUse::kFree) {
+      free_hint_ = s;
+      return s;
+    }
+  }
+  for (uint32_t s = 0; s < std::min<size_t>(free_hint_, use_.size()); ++s) {
+    if (use_[s] == SegmentUse::kFree) {
+      free_hint_ = s;
+      return s;
+    }
+  }
+  return Status::Error(ENOSPC, "no free segment left");
+}
+
+Result<MetaFs::Extent> MetaFs::AllocateBlocks(uint64_t blocks, uint64_t near) {
+  const uint64_t per_segment = layout_.segment_size / kBlock;
+  blocks = std::min(blocks, per_segment);
+  auto try_segment = [&](uint32_t seg, MetaSegment& m, uint64_t start_block) -> std::optional<Extent> {
+    uint64_t run = 0;
+    for (uint64_t b = start_block; b < per_segment; ++b) {
+      bool used = m.bits[b / 64] & (1ull << (b % 64));
+      run = used ? 0 : run + 1;
+      if (run == blocks) {
+        uint64_t first = b + 1 - blocks;
+        Extent e{layout_.SegmentOffset(seg) + first * kBlock, blocks * kBlock};
+        MarkUsed(e);
+        return e;
+      }
+    }
+    return std::nullopt;
+  };
+  // Right after `near` when possible (files grow contiguously).
+  if (near >= layout_.data_offset) {
+    uint64_t rel = near - layout_.data_offset;
+    auto seg = static_cast<uint32_t>(rel / layout_.segment_size);
+    auto it = meta_.find(seg);
+    uint64_t b = (rel % layout_.segment_size) / kBlock;
+    if (it != meta_.end() && b < per_segment && !(it->second.bits[b / 64] & (1ull << (b % 64)))) {
+      if (auto e = try_segment(seg, it->second, b); e && e->offset == near) return *e;
+      if (auto e = try_segment(seg, it->second, b)) {
+        // Not adjacent after all: give it back and search normally.
+        for (uint64_t off = e->offset; off < e->offset + e->length; off += kBlock) {
+          uint64_t bb = (off - layout_.SegmentOffset(seg)) / kBlock;
+          it->second.bits[bb / 64] &= ~(1ull << (bb % 64));
+          --it->second.used;
+        }
+      }
+    }
+  }
+  for (auto& [seg, m] : meta_) {
+    if (per_segment - m.used < blocks) continue;
+    if (auto e = try_segment(seg, m, 0)) return *e;
+  }
+  QCFS_ASSIGN_OR_RETURN(uint32_t seg, TakeFreeSegment());
+  CountUse(use_[seg], SegmentUse::kMeta);
+  use_[seg] = SegmentUse::kMeta;
+  MetaSegment& m = meta_[seg];
+  m.bits.assign(per_segment / 64 + 1, 0);
+  Extent e{layout_.SegmentOffset(seg), blocks * kBlock};
+  MarkUsed(e);
+  if (generation_ != 0 && !compacting_) {
+    std::string p;
+    Encoder en(&p);
+    en.Fixed32(seg);
+    en.U8(static_cast<uint8_t>(SegmentUse::kMeta));
+    // The journal may be switching extents right now; replay derives metadata
+    // segments from extents anyway, so this record only documents it.
+    if (journal_pos_ + p.size() + kRecordOverhead + kNextReserve <= journal_end_) QCFS_RETURN_IF_ERROR(Journal(kSegUse, p));
+  }
+  return e;
+}
+
+void MetaFs::ReleaseEmptyMetaSegments() {
+  // Keep one empty metadata segment as slack; give the others back.
+  bool kept = false;
+  for (auto it = meta_.begin(); it != meta_.end();) {
+    if (it->second.used != 0) {
+      ++it;
+      continue;
+    }
+    if (!kept) {
+      kept = true;
+      ++it;
+      continue;
+    }
+    uint32_t seg = it->first;
+    it = meta_.erase(it);
+    if (discard_) {
+      Status d = device_->Discard(layout_.SegmentOffset(seg), layout_.segment_size);
+      if (!d.ok()) Log(LogLevel::kWarning, "discard of metadata segment {} failed: {}", seg, d.ToString());
+    }
+    CountUse(use_[seg], SegmentUse::kFree);
+    use_[seg] = SegmentUse::kFree;
+    std::string p;
+    Encoder e(&p);
+    e.Fixed32(seg);
+    e.U8(static_cast<uint8_t>(SegmentUse::kFree));
+    Journal(kSegUse, p).IgnoreError();  // if lost, replay finds the segment empty and frees it
+  }
+}
+
+Status MetaFs::SetUse(uint32_t segment, SegmentUse use) {
+  CountUse(use_[segment], use);
+  use_[segment] = use;
+  std::string p;
+  Encoder e(&p);
+  e.Fixed32(segment);
+  e.U8(static_cast<uint8_t>(use));
+  return Journal(kSegUse, p);
+}
+
+void MetaFs::CountUse(SegmentUse from, SegmentUse to) {
+  auto adjust = [&](SegmentUse u, int64_t d) {
+    if (u == SegmentUse::kFree) free_segments_ += d;
+    else if (u == SegmentUse::kMeta) meta_segments_ += d;
+  };
+  adjust(from, -1);
+  adjust(to, 1);
+}
+
+SegmentUse MetaFs::Use(uint32_t segment) const {
+  std::lock_guard lock(mu_);
+  return segment < use_.size() ? use_[segment] : SegmentUse::kFree;
+}
+
+std::vector<SegmentUse> MetaFs::SegmentUses() const {
+  std::lock_guard lock(mu_);
+  return use_;
+}
+
+uint64_t MetaFs::segment_count() const {
+  std::lock_guard lock(mu_);
+  return use_.size();
+}
+
+Result<uint32_t> MetaFs::AcquireDataSegment(uint64_t keep_free) {
+  std::lock_guard lock(mu_);
+  if (free_segments_ <= static_cast<int64_t>(keep_free)) {
+    return Status::Errorf(ENOSPC, "no free segment left ({} kept for metadata)", keep_free);
+  }
+  QCFS_ASSIGN_OR_RETURN(uint32_t seg, TakeFreeSegment());
+  QCFS_RETURN_IF_ERROR(SetUse(seg, SegmentUse::kData));
+  QCFS_RETURN_IF_ERROR(MaybeCompact());
+  return seg;
+}
+
+Status MetaFs::ReleaseDataSegment(uint32_t segment) {
+  std::lock_guard lock(mu_);
+  if (segment >= use_.size() || use_[segment] != SegmentUse::kData) {
+    return Status::Errorf(EINVAL, "segment {} does not hold data", segment);
+  }
+  QCFS_RETURN_IF_ERROR(SetUse(segment, SegmentUse::kFree));
+  return MaybeCompact();
+}
+
+Status MetaFs::ClaimDataSegment(uint32_t segment) {
+  std::lock_guard lock(mu_);
+  if (segment >= use_.size()) return Status::Errorf(EINVAL, "segment {} is beyond the device", segment);
+  if (use_[segment] == SegmentUse::kData) return Status::Ok();
+  if (use_[segment] == SegmentUse::kMeta) return Status::Errorf(EEXIST, "segment {} holds metadata", segment);
+  return SetUse(segment, SegmentUse::kData);
+}
+
+Result<uint64_t> MetaFs::TrimFree() {
+  uint64_t trimmed = 0;
+  // Free segments one at a time, each under the lock: none is taken while
+  // it is being discarded, and writers wait for one discard at most.
+  const uint64_t count = segment_count();
+  for (uint64_t seg = 0; seg < count; ++seg) {
+    std::lock_guard lock(mu_);
+    if (use_[seg] != SegmentUse::kFree) continue;
+    QCFS_RETURN_IF_ERROR(device_->Discard(layout_.SegmentOffset(static_cast<uint32_t>(seg)), layout_.segment_size));
+    trimmed += layout_.segment_size;
+  }
+  // Free block runs in metadata segments (freed blocks become free only
+  // after a sync, so nothing recovery needs is among them).
+  std::lock_guard lock(mu_);
+  const uint64_t per_segment = layout_.segment_size / kBlock;
+  for (auto& [seg, m] : meta_) {
+    uint64_t run_start = 0;
+    for (uint64_t b = 0; b <= per_segment; ++b) {
+      bool used = b == per_segment || (m.bits[b / 64] & (1ull << (b % 64)));
+      if (!used) continue;
+      if (b > run_start) {
+        uint64_t len = (b - run_start) * kBlock;
+        QCFS_RETURN_IF_ERROR(device_->Discard(layout_.SegmentOffset(seg) + run_start * kBlock, len));
+        trimmed += len;
+      }
+      run_start = b + 1;
+    }
+  }
+  return trimmed;
+}
+
+Status MetaFs::Grow(uint64_t segment_count) {
+  std::lock_guard lock(mu_);
+  if (segment_count < use_.size()) return Status::Error(EINVAL, "a volume cannot shrink");
+  free_segments_ += static_cast<int64_t>(segment_count - use_.size());
+  use_.resize(segment_count, SegmentUse::kFree);
+  layout_.segment_count = segment_count;
+  return Status::Ok();
+}
+
+MetaFsUsage MetaFs::Usage() const {
+  std::lock_guard lock(mu_);
+  MetaFsUsage u;
+  u.meta_segments = static_cast<uint64_t>(meta_segments_);
+  u.free_segments = static_cast<uint64_t>(free_segments_);
+  u.data_segments = use_.size() - u.meta_segments - u.free_segments;
+  for (auto& [id, f] : files_) {
+    if (f->deleted) continue;
+    u.file_bytes += f->size;
+    ++u.files;
+  }
+  u.journal_bytes = journal_bytes_;
+  return u;
+}
+
+// ---------------------------------------------------------------- files
+
+Result<std::shared_ptr<MetaFs::File>> MetaFs::Create(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto existing = names_.find(name);
+  if (existing != names_.end()) {
+    std::string p;
+    Encoder(&p).Varint(existing->second);
+    QCFS_RETURN_IF_ERROR(Journal(kFileDelete, p));
+    DropFile(existing->second);
+  }
+  auto f = std::make_shared<FileState>();
+  f->id = next_id_++;
+  f->name = name;
+  std::string p;
+  Encoder(&p).Varint(f->id);
+  Encoder(&p).String(name);
+  QCFS_RETURN_IF_ERROR(Journal(kFileCreate, p));
+  files_[f->id] = f;
+  names_[name] = f->id;
+  f->handles += 1;
+  return std::shared_ptr<File>(new File(this, f));
+}
+
+Result<std::shared_ptr<MetaFs::File>> MetaFs::Open(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = names_.find(name);
+  if (it == names_.end()) return Status::Errorf(ENOENT, "metadata file {} not found", name);
+  auto f = files_.at(it->second);
+  f->handles += 1;
+  return std::shared_ptr<File>(new File(this, f));
+}
+
+bool MetaFs::Exists(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  return names_.count(name) != 0;
+}
+
+Result<uint64_t> MetaFs::FileSize(const std::string& name) const {
+  std::lock_guard lock(mu_);
+  auto it = names_.find(name);
+  if (it == names_.end()) return Status::Errorf(ENOENT, "metadata file {} not found", name);
+  return files_.at(it->second)->size;
+}
+
+std::vector<std::string> MetaFs::List(const std::string& prefix) const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (auto it = names_.lower_bound(prefix); it != names_.end() && it->first.starts_with(prefix); ++it) {
+    out.push_back(it->first);
+  }
+  return out;
+}
+
+void MetaFs::DropFile(uint64_t id) {
+  auto it = files_.find(id);
+  if (it == files_.end()) return;
+  auto f = it->second;
+  names_.erase(f->name);
+  files_.erase(it);
+  f->deleted = true;
+  if (f->handles == 0) {
+    for (const Extent& e : f->extents) FreeExtent(e);
+    f->extents.clear();
+  }
+}
+
+Status MetaFs::Delete(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = names_.find(name);
+  if (it == names_.end()) return Status::Errorf(ENOENT, "metadata file {} not found", name);
+  std::string p;
+  Encoder(&p).Varint(it->second);
+  QCFS_RETURN_IF_ERROR(Journal(kFileDelete, p));
+  DropFile(it->second);
+  return MaybeCompact();
+}
+
+Status MetaFs::Rename(const std::string& from, const std::string& to) {
+  std::lock_guard lock(mu_);
+  auto it = names_.find(from);
+  if (it == names_.end()) return Status::Errorf(ENOENT, "metadata file {} not found", from);
+  if (from == to) return Status::Ok();
+  uint64_t id = it->second;
+  std::string p;
+  Encoder(&p).Varint(id);
+  Encoder(&p).String(to);
+  QCFS_RETURN_IF_ERROR(Journal(kFileRename, p));
+  auto other = names_.find(to);
+  if (other != names_.end()) DropFile(other->second);
+  auto f = files_.at(id);
+  names_.erase(from);
+  f->name = to;
+  names_[to] = id;
+  return Status::Ok();
+}
+
+Status MetaFs::Truncate(const std::string& name, uint64_t size) {
+  std::lock_guard lock(mu_);
+  auto it = names_.find(name);
+  if (it == names_.end()) return Status::Errorf(ENOENT, "metadata file {} not found", name);
+  auto f = files_.at(it->second);
+  if (size > f->size) return Status::Error(EINVAL, "metadata files only shrink");
+  f->size = size;
+  f->journaled_size = size;
+  std::string p;
+  Encoder(&p).Varint(f->id);
+  Encoder(&p).Varint(size);
+  return Journal(kFileSize, p);
+}
+
+Status MetaFs::Sync() {
+  if (read_only_) return Status::Ok();
+  std::vector<Extent> freed;
+  {
+    std::lock_guard lock(mu_);
+    freed.swap(pending_free_);
+  }
+  Status synced = device_->Sync();
+  std::lock_guard lock(mu_);
+  if (!synced.ok()) {
+    pending_free_.insert(pending_free_.end(), freed.begin(), freed.end());
+    return synced;
+  }
+  // Freed blocks are reusable now that their freeing is durable.
+  const uint64_t per_segment = layout_.segment_size / kBlock;
+  for (const Extent& e : freed) {
+    for (uint64_t off = e.offset; off < e.offset + e.length; off += kBlock) {
+      uint64_t rel = off - layout_.data_offset;
+      auto seg = static_cast<uint32_t>(rel / layout_.segment_size);
+      uint64_t b = (rel % layout_.segment_size) / kBlock;
+      auto it = meta_.find(seg);
+      if (it == meta_.end() || b >= per_segment) continue;
+      uint64_t& word = it->second.bits[b / 64];
+      if (word & (1ull << (b % 64))) {
+        word &= ~(1ull << (b % 64));
+        --it->second.used;
+      }
+    }
+  }
+  ReleaseEmptyMetaSegments();
+  return Status::Ok();
+}
+
+std::map<std::string, std::vector<MetaFs::Extent>> MetaFs::FileExtents() const {
+  std::lock_guard lock(mu_);
+  std::map<std::string, std::vector<Extent>> out;
+  for (auto& [id, f] : files_) out[f->name] = f->extents;
+  return out;
+}
+
+std::vector<MetaFs::Extent> MetaFs::JournalExtents() const {
+  std::lock_guard lock(mu_);
+  return journal_;
+}
+
+// ---------------------------------------------------------------- File
+
+MetaFs::File::~File() {
+  std::lock_guard lock(fs_->mu_);
+  state_->handles -= 1;
+  if (state_->handles == 0 && state_->deleted) {
+    for (const Extent& e : state_->extents) fs_->FreeExtent(e);
+    state_->extents.clear();
+  }
+}
+
+uint64_t MetaFs::File::size() const {
+  std::lock_guard lock(mu_);
+  std::lock_guard fs_lock(fs_->mu_);
+  return state_->size + buffer_.size();
+}
+
+Status MetaFs::File::Append(std::span<const std::byte> data) {
+  std::lock_guard lock(mu_);
+  buffer_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  if (buffer_.size() >= (256u << 10)) return WriteOut();
+  return Status::Ok();
+}
+
+Status MetaFs::File::WriteOut() {
+  // REQUIRES: mu_ held.
+  std::vector<IoOp> ops;
+  uint64_t start;
+  {
+    std::lock_guard fs_lock(fs_->mu_);
+    if (state_->deleted) {
+      buffer_.clear();
+      return Status::Ok();
+    }
+    start = state_->size;
+    const uint64_t end = start + buffer_.size();
+    // Grow the file's space: contiguous when possible, in steps that grow with it.
+    while (state_->allocated < end) {
+      uint64_t need = end - state_->allocated;
+      uint64_t step = std::max<uint64_t>({need, state_->allocated / 4, 64 << 10});
+      uint64_t near = state_->extents.empty() ? 0 : state_->extents.back().offset + state_->extents.back().length;
+      QCFS_ASSIGN_OR_RETURN(Extent e, fs_->AllocateBlocks(RoundUp(step, kBlock) / kBlock, near));
+      if (!state_->extents.empty() && state_->extents.back().offset + state_->extents.back().length == e.offset) {
+        state_->extents.back().length += e.length;
+      } else {
+        state_->extents.push_back(e);
+      }
+      state_->allocated += e.length;
+      std::string p;
+      Encoder en(&p);
+      en.Varint(state_->id);
+      en.Varint(e.offset);
+      en.Varint(e.length);
+      QCFS_RETURN_IF_ERROR(fs_->Journal(kFileExtent, p));
+    }
+    // Map [start, end) onto the extents.
+    uint64_t file_pos = 0;
+    uint64_t done = 0;
+    for (const Extent& e : state_->extents) {
+      if (done == buffer_.size()) break;
+      uint64_t ext_end = file_pos + e.length;
+      uint64_t from = start + done;
+      if (from < ext_end) {
+        uint64_t n = std::min<uint64_t>(ext_end - from, buffer_.size() - done);
+        ops.push_back(IoOp::Write(e.offset + (from - file_pos),
+                                  std::span<const std::byte>(reinterpret_cast<const std::byte*>(buffer_.data()) + done, n)));
+        done += n;
+      }
+      file_pos = ext_end;
+    }
+  }
+  QCFS_RETURN_IF_ERROR(fs_->device_->Submit(ops));
+  std::lock_guard fs_lock(fs_->mu_);
+  state_->size = start + buffer_.size();
+  buffer_.clear();
+  return Status::Ok();
+}
+
+Status MetaFs::File::Flush() {
+  std::lock_guard lock(mu_);
+  if (!buffer_.empty()) QCFS_RETURN_IF_ERROR(WriteOut());
+  std::lock_guard fs_lock(fs_->mu_);
+  if (state_->deleted || state_->journaled_size == state_->size) return Status::Ok();
+  std::string p;
+  Encoder(&p).Varint(state_->id);
+  Encoder(&p).Varint(state_->size);
+  QCFS_RETURN_IF_ERROR(fs_->Journal(kFileSize, p));
+  state_->journaled_size = state_->size;
+  return fs_->MaybeCompact();
+}
+
+Status MetaFs::File::Sync() {
+  QCFS_RETURN_IF_ERROR(Flush());
+  return fs_->Sync();
+}
+
+Result<size_t> MetaFs::File::Read(uint64_t offset, std::span<std::byte> out) const {
+  std::vector<IoOp> ops;
+  size_t total;
+  {
+    std::lock_guard fs_lock(fs_->mu_);
+    if (offset >= state_->size) return size_t{0};
+    total = static_cast<size_t>(std::min<uint64_t>(out.size(), state_->size - offset));
+    uint64_t file_pos = 0;
+    size_t done = 0;
+    for (const Extent& e : state_->extents) {
+      if (done == total) break;
+      uint64_t ext_end = file_pos + e.length;
+      uint64_t from = offset + done;
+      if (from < ext_end) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(ext_end - from, total - done));
+        ops.push_back(IoOp::Read(e.offset + (from - file_pos), out.subspan(done, n)));
+        done += n;
+      }
+      file_pos = ext_end;
+    }
+    if (done < total) return Status::Errorf(EIO, "metadata file {} is shorter than its size", state_->name);
+  }
+  QCFS_RETURN_IF_ERROR(fs_->device_->Submit(ops));
+  return total;
+}
+
+}  // namespace qcfs

@@ -1,0 +1,200 @@
+// MetaFs: the device's space manager and the small file system that keeps
+// the metadata database (RocksDB) on the device itself.
+//
+// The segment area of a device is shared: every segment is free, holds
+// chunk data (the chunk store's), or holds metadata files (MetaFs's). MetaFs
+// records who owns each segment, the metadata files (names, sizes, the
+// device extents holding them) and its own journal, in an append-only
+// journal of checksummed records. One of two root blocks (the one with the
+// higher generation) points at the journal's first extent; the journal
+// chains further extents with "continue at" records and is rewritten
+// compactly (a new generation) when it has grown large. Replay stops at the
+// first record that does not verify: the journal's end, or a torn write.
+//
+// Durability: every record is written to the device as it is made; a device
+// sync (Sync(), or any sync of the shared device) makes it durable. A
+// metadata file's size is journaled when the file is flushed, so what
+// RocksDB flushed survives a killed process and what it synced survives a
+// power cut. Blocks freed by deleting a file are reused only after the next
+// sync. The device is assumed to write a 4 KiB block atomically.
+//
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "qcfs/core/status.h"
+#include "qcfs/io/device.h"
+
+namespace qcfs {
+
+// Where MetaFs finds things on the device.
+struct MetaFsLayout {
+  uint64_t root_offset[2] = {8192, 12288};  // the two root blocks
+  uint64_t data_offset = 1ull << 20;        // first segment
+  uint32_t segment_size = 4u << 20;
+  uint64_t segment_count = 0;
+  std::array<uint8_t, 16> uuid{};           // the volume's; every root and record names it
+
+  uint64_t SegmentOffset(uint32_t segment) const { return data_offset + uint64_t{segment} * segment_size; }
+};
+
+enum class SegmentUse : uint8_t { kFree = 0, kData = 1, kMeta = 2 };
+
+struct MetaFsUsage {
+  uint64_t meta_segments = 0;
+  uint64_t data_segments = 0;
+  uint64_t free_segments = 0;
+  uint64_t file_bytes = 0;     // sizes of all metadata files
+  uint64_t journal_bytes = 0;  // of the current journal generation
+  uint64_t files = 0;
+};
+
+class MetaFs {
+ public:
+  // Starts an empty MetaFs on a device (mkfs): every segment free.
+  static Result<std::unique_ptr<MetaFs>> Format(Device* device, const MetaFsLayout& layout);
+  // Replays the journal of an existing one (and starts a fresh generation).
+  static Result<std::unique_ptr<MetaFs>> Mount(Device* device, const MetaFsLayout& layout);
+  // Replays it without writing anything; changes fail with EROFS.
+  static Result<std::unique_ptr<MetaFs>> MountReadOnly(Device* device, const MetaFsLayout& layout);
+  MetaFs(const MetaFs&) = delete;
+  MetaFs& operator=(const MetaFs&) = delete;
+  ~MetaFs();
+
+  // --- segments
+  SegmentUse Use(uint32_t segment) const;
+  // Takes the lowest free segment for chunk data. ENOSPC when none is free
+  // beyond `keep_free` (a reserve for metadata growth).
+  Result<uint32_t> AcquireDataSegment(uint64_t keep_free);
+  // Gives a data segment back (its chunks are gone, durably).
+  Status ReleaseDataSegment(uint32_t segment);
+  // Records a free segment as data again (a lost ownership record: the
+  // chunk index still points into it). EEXIST when it holds metadata.
+  Status ClaimDataSegment(uint32_t segment);
+  // Segments added at the end of a grown device; free. The superblock that
+  // counts them must be durable first.
+  Status Grow(uint64_t segment_count);
+  // Discards metadata segments as they are given back. Default off.
+  void set_discard(bool discard) { discard_ = discard; }
+  // Returns all free space to the device: every free segment and every
+  // free block run in metadata segments. Returns the bytes discarded.
+  Result<uint64_t> TrimFree();
+  MetaFsUsage Usage() const;
+  uint64_t segment_count() const;
+  // Every segment's use (for check).
+  std::vector<SegmentUse> SegmentUses() const;
+
+  // --- files (flat names, as RocksDB uses them)
+  class File;
+  // Opens `name` for appending, creating it or emptying it first.
+  Result<std::shared_ptr<File>> Create(const std::string& name);
+  // Opens an existing file for reading or appending.
+  Result<std::shared_ptr<File>> Open(const std::string& name);
+  bool Exists(const std::string& name) const;
+  Result<uint64_t> FileSize(const std::string& name) const;
+  std::vector<std::string> List(const std::string& prefix) const;
+  Status Delete(const std::string& name);
+  // Replaces `to` if it exists.
+  Status Rename(const std::string& from, const std::string& to);
+  Status Truncate(const std::string& name, uint64_t size);
+  // Makes everything written so far durable.
+  Status Sync();
+
+  // Device extents of every file and of the journal (for check).
+  struct Extent {
+    uint64_t offset;
+    uint64_t length;
+  };
+  std::map<std::string, std::vector<Extent>> FileExtents() const;
+  std::vector<Extent> JournalExtents() const;
+
+ private:
+  struct FileState;
+  MetaFs(Device* device, const MetaFsLayout& layout);
+
+  Status Replay(bool read_only);
+  Status StartJournal(uint64_t generation);
+  // Appends one record to the journal (mu_ held).
+  Status Journal(uint8_t type, const std::string& payload);
+  Status MaybeCompact();
+  // Allocation of 4 KiB blocks in metadata segments (mu_ held).
+  Result<Extent> AllocateBlocks(uint64_t blocks, uint64_t near);
+  void FreeExtent(const Extent& e);
+  void MarkUsed(const Extent& e);
+  Status SetUse(uint32_t segment, SegmentUse use);
+  void CountUse(SegmentUse from, SegmentUse to);
+  void RecountUse();
+  Result<uint32_t> TakeFreeSegment();
+  void ReleaseEmptyMetaSegments();
+  void DropFile(uint64_t id);  // mu_ held: frees its blocks once unused
+  Status WriteRoot(uint64_t generation, const Extent& first);
+
+  friend class File;
+  Device* const device_;
+  MetaFsLayout layout_;
+
+  // Guards everything below. Lock order: File::mu_, then mu_.
+  mutable std::mutex mu_;
+  std::vector<SegmentUse> use_;
+  int64_t free_segments_ = 0;
+  int64_t meta_segments_ = 0;
+  uint32_t free_hint_ = 0;
+  struct MetaSegment {
+    std::vector<uint64_t> bits;  // 1 = block used
+    uint64_t used = 0;
+  };
+  std::map<uint32_t, MetaSegment> meta_;
+  std::vector<Extent> pending_free_;  // freed since the last sync
+  std::map<std::string, uint64_t> names_;
+  std::unordered_map<uint64_t, std::shared_ptr<FileState>> files_;
+  uint64_t next_id_ = 1;
+
+  // The journal.
+  uint64_t generation_ = 0;
+  std::vector<Extent> journal_;  // extents of the current generation
+  uint64_t journal_pos_ = 0;     // device offset of the next record
+  uint64_t journal_end_ = 0;     // end of the current extent
+  uint64_t journal_bytes_ = 0;
+  std::string tail_;             // bytes of the journal's current block, before journal_pos_
+  uint64_t tail_offset_ = 0;     // device offset of tail_[0] (block aligned)
+  bool compacting_ = false;
+  bool read_only_ = false;
+  std::atomic<bool> discard_{false};
+};
+
+// An open metadata file: appended to by one writer, read by any.
+class MetaFs::File {
+ public:
+  ~File();
+  uint64_t size() const;
+  // Appends (buffered; Flush writes the buffer and journals the size).
+  Status Append(std::span<const std::byte> data);
+  Status Flush();
+  // Flush, then make the file's data and size durable.
+  Status Sync();
+  // Reads up to out.size() bytes at `offset`; returns the count (short at the end).
+  Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const;
+
+ private:
+  friend class MetaFs;
+  File(MetaFs* fs, std::shared_ptr<FileState> state) : fs_(fs), state_(std::move(state)) {}
+  Status WriteOut();
+
+  MetaFs* fs_;
+  std::shared_ptr<FileState> state_;
+  mutable std::mutex mu_;  // guards buffer_
+  std::string buffer_;     // appended, not yet on the device
+};
+
+}  // namespace qcfs
