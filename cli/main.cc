@@ -303,9 +303,10 @@ int RunUmountHelper(const std::vector<std::string>& args) {
     const std::string& a = args[i];
     if (a == "-t" || a == "-N") {
       ++i;  // the type, or a namespace
-    } else if (a.size() > 1 && a[0] == '-') {
-      // -l detaches; -f (a stuck daemon) also detaches rather than wait.
-      if (a.find('l') != std::string::npos || a.find('f') != std::string::npos) lazy = true;
+    } else if (a.size() > 1 && a[0] == '-' && a[1] != '-') {
+      // Flags, possibly grouped (-fl): -l detaches; -f (a stuck daemon)
+      // also detaches rather than wait. -n, -r, -v, -d, -i change nothing.
+      if (a.find_first_of("lf", 1) != std::string::npos) lazy = true;
     } else if (target.empty()) {
       target = a;
     }

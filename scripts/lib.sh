@@ -7,7 +7,7 @@ QCFS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QCFS_BUILD_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libfuse3-dev fuse3 librocksdb-dev libxxhash-dev liblz4-dev libzstd-dev liburing-dev
-  libssl-dev libcli11-dev libfmt-dev nlohmann-json3-dev libblkid-dev uuid-dev
+  libssl-dev libcli11-dev libfmt-dev nlohmann-json3-dev libblkid-dev uuid-dev libmount-dev
 )
 QCFS_TEST_PACKAGES=(
   libgtest-dev libgmock-dev sqlite3 e2fsprogs xfsprogs btrfs-progs attr acl fio

@@ -22,6 +22,7 @@
 #include "qcfs/core/unique_fd.h"
 #include "qcfs/fs/volume.h"
 #include "qcfs/fuse/fuse_server.h"
+#include "qcfs/fuse/utab.h"
 
 namespace qcfs {
 namespace {
@@ -103,12 +104,14 @@ Status Serve(const MountRequest& req, int ready_fd) {
       if (devnull > 2) ::close(devnull);
     }
   }
+  RecordInUtab(req.device, req.mountpoint);
   Log(LogLevel::kInfo, "mounted {} on {}", req.device, req.mountpoint);
   Status run = server->Run();
   // Detach first, so that nobody waits on a mount that no longer serves,
   // then flush and close.
   server_ptr = nullptr;
   server->Unmount();
+  ForgetInUtab(req.mountpoint);
   control.reset();
   MarkClosing(record);  // a new mount of the device waits for the close
   Status closed = volume->Close();
@@ -260,8 +263,10 @@ Status UnmountVolume(const std::string& mountpoint, bool lazy) {
     std::string cmd = fmt::format("fusermount3 -u {} '{}'", lazy ? "-z" : "", path);
     if (std::system(cmd.c_str()) != 0) return Status::Errorf(EIO, "fusermount3 -u {} failed", path);
   }
-  if (rec) {
-    // The daemon flushes and closes the volume; wait for it.
+  ForgetInUtab(path);
+  if (rec && !lazy) {
+    // The daemon flushes and closes the volume; wait for it. (A lazy
+    // detach returns at once: the daemon ends when the last file closes.)
     for (int i = 0; ProcessRunning(rec->pid); ++i) {
       if (i == 6000) return Status::Errorf(ETIMEDOUT, "the daemon (pid {}) has not exited after 10 minutes", rec->pid);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
