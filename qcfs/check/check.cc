@@ -747,18 +747,35 @@ Status Checker::Commit() {
 
 }  // namespace
 
-Result<CheckReport> CheckVolume(const std::string& device, const CheckOptions& options) {
+namespace {
+
+VolumeOptions CheckOpenOptions(const CheckOptions& options) {
   VolumeOptions vo;
   vo.read_only = !options.repair;
   vo.maintenance = options.repair;
   vo.store.tolerate_damage = true;  // report what disagrees instead of refusing to open
   vo.atime = AtimeMode::kNoatime;
-  QCFS_ASSIGN_OR_RETURN(auto volume, Volume::Open(device, vo));
+  return vo;
+}
+
+Result<CheckReport> CheckOpened(std::unique_ptr<Volume> volume, const CheckOptions& options) {
   CheckReport report;
   Checker checker(volume.get(), options, &report);
   QCFS_RETURN_IF_ERROR(checker.Run());
   QCFS_RETURN_IF_ERROR(volume->Close());
   return report;
+}
+
+}  // namespace
+
+Result<CheckReport> CheckVolume(const std::string& device, const CheckOptions& options) {
+  QCFS_ASSIGN_OR_RETURN(auto volume, Volume::Open(device, CheckOpenOptions(options)));
+  return CheckOpened(std::move(volume), options);
+}
+
+Result<CheckReport> CheckVolumeOn(std::unique_ptr<Device> device, const CheckOptions& options) {
+  QCFS_ASSIGN_OR_RETURN(auto volume, Volume::OpenOn(std::move(device), CheckOpenOptions(options)));
+  return CheckOpened(std::move(volume), options);
 }
 
 }  // namespace qcfs

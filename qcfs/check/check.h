@@ -8,10 +8,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "qcfs/core/status.h"
+#include "qcfs/io/device.h"
 
 namespace qcfs {
 
@@ -51,5 +53,7 @@ struct CheckReport {
 
 // Checks the volume on `device`, which must not be mounted.
 Result<CheckReport> CheckVolume(const std::string& device, const CheckOptions& options);
+// The same on a device already open (tests use an in-memory one).
+Result<CheckReport> CheckVolumeOn(std::unique_ptr<Device> device, const CheckOptions& options);
 
 }  // namespace qcfs

@@ -92,7 +92,10 @@ MetaFsLayout LayoutFor(const Superblock& sb) {
 
 // ---------------------------------------------------------------- mkfs
 
-Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
+namespace {
+
+// The segment size mkfs uses, once the options are known to be valid.
+Result<uint32_t> SegmentSizeFor(const MkfsOptions& options) {
   auto pow2 = [](uint64_t v) { return v != 0 && (v & (v - 1)) == 0; };
   if (!pow2(options.chunk_size) || options.chunk_size < 4096 || options.chunk_size > (1u << 20)) {
     return Status::Errorf(EINVAL, "invalid chunk size {}: must be a power of two from 4K to 1M",
@@ -104,6 +107,13 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
     return Status::Errorf(EINVAL, "invalid segment size {}: a power of two, at least twice the chunk size",
                           FormatSize(segment_size));
   }
+  return segment_size;
+}
+
+}  // namespace
+
+Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
+  QCFS_RETURN_IF_ERROR(SegmentSizeFor(options).status());
 
   struct stat st {};
   bool exists = ::stat(device_path.c_str(), &st) == 0;
@@ -133,6 +143,12 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
   }
 
   QCFS_ASSIGN_OR_RETURN(auto device, OpenDevice(device_path, DeviceOptions{}));
+  return MkfsOn(device.get(), options);
+}
+
+Status MkfsOn(Device* device, const MkfsOptions& options) {
+  const std::string device_path = device->path().empty() ? "the device" : device->path();
+  QCFS_ASSIGN_OR_RETURN(uint32_t segment_size, SegmentSizeFor(options));
   Superblock sb;
   uuid_generate_random(sb.uuid.data());
   sb.device_size = device->size();
@@ -155,7 +171,7 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
   QCFS_RETURN_IF_ERROR(device->Sync());
 
   {
-    QCFS_ASSIGN_OR_RETURN(auto space, MetaFs::Format(device.get(), LayoutFor(sb)));
+    QCFS_ASSIGN_OR_RETURN(auto space, MetaFs::Format(device, LayoutFor(sb)));
     MetaOptions mo;
     mo.create = true;
     mo.fs = space.get();
@@ -190,7 +206,7 @@ Status Mkfs(const std::string& device_path, const MkfsOptions& options) {
     QCFS_RETURN_IF_ERROR(space->Sync());
   }
   // Last: a device only looks like QCFS once its metadata is complete.
-  return WriteSuperblock(device.get(), sb);
+  return WriteSuperblock(device, sb);
 }
 
 // ---------------------------------------------------------------- open / close
@@ -208,22 +224,27 @@ Volume::Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaFs> space, st
   round_bytes_ = std::max<uint64_t>(options.cache_bytes / 8, 4ull * sb.chunk_size);
 }
 
-Result<std::unique_ptr<Volume>> Volume::Open(const std::string& device_path, const VolumeOptions& given) {
+Result<std::unique_ptr<Volume>> Volume::Open(const std::string& device_path, const VolumeOptions& options) {
+  DeviceOptions dopts;
+  dopts.read_only = options.read_only;
+  auto device_or = OpenDevice(device_path, dopts);
+  if (!device_or.ok()) return device_or.status();
+  return OpenOn(std::move(device_or).value(), options);
+}
+
+Result<std::unique_ptr<Volume>> Volume::OpenOn(std::unique_ptr<Device> device, const VolumeOptions& given) {
   // Every cache is a share of the one memory budget (cache_bytes).
   VolumeOptions options = given;
   options.cache_bytes = std::max<uint64_t>(options.cache_bytes, 16ull << 20);
   options.store.read_cache_bytes = options.cache_bytes / 16;
   options.meta.block_cache_bytes = options.cache_bytes / 16;
   options.meta.write_buffer_bytes = std::max<uint64_t>(options.cache_bytes / 32, 1ull << 20);
-  DeviceOptions dopts;
-  dopts.read_only = options.read_only;
-  auto device_or = OpenDevice(device_path, dopts);
-  if (!device_or.ok()) return device_or.status();
-  std::unique_ptr<Device> device = std::move(device_or).value();
+  const std::string device_path = device->path().empty() ? "the device" : device->path();
   auto sb_or = ReadSuperblock(device.get());
   if (!sb_or.ok()) {
     if (sb_or.status().code() == EINVAL) {
-      return Status::Errorf(EINVAL, "{}: not a QCFS volume{}", device_path, DescribeSignature(device_path));
+      return Status::Errorf(EINVAL, "{}: not a QCFS volume{}", device_path,
+                            device->path().empty() ? "" : DescribeSignature(device_path));
     }
     return sb_or.status().WithContext(device_path);
   }

@@ -224,6 +224,8 @@ MetaFsLayout LayoutFor(const Superblock& sb);
 
 // Formats a device (an image file is created, sparse, when `size` is set).
 Status Mkfs(const std::string& device_path, const MkfsOptions& options);
+// Formats an open device (options.size and force do not apply).
+Status MkfsOn(Device* device, const MkfsOptions& options);
 
 namespace internal {
 class VersionedBatch;
@@ -236,6 +238,8 @@ struct FlushItem;
 class Volume {
  public:
   static Result<std::unique_ptr<Volume>> Open(const std::string& device_path, const VolumeOptions& options);
+  // The same on a device already open (tests use an in-memory one).
+  static Result<std::unique_ptr<Volume>> OpenOn(std::unique_ptr<Device> device, const VolumeOptions& options);
   Volume(const Volume&) = delete;
   Volume& operator=(const Volume&) = delete;
   // Flushes and closes (see Close()).

@@ -1,8 +1,19 @@
 #include "qcfs/io/mem_device.h"
 
+#include <algorithm>
 #include <cstring>
+#include <random>
 
 namespace qcfs {
+
+namespace {
+constexpr uint64_t kBlock = 4096;
+}  // namespace
+
+void MemDevice::MarkDirty(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  for (uint64_t b = offset / kBlock; b <= (offset + length - 1) / kBlock; ++b) dirty_.insert(b);
+}
 
 MemDevice::MemDevice(uint64_t size) : size_(size), current_(size), durable_(size) {}
 
@@ -25,6 +36,7 @@ Status MemDevice::Submit(std::span<const IoOp> ops) {
       std::memcpy(op.data, current_.data() + op.offset, op.length);
     } else {
       std::memcpy(current_.data() + op.offset, op.data, op.length);
+      MarkDirty(op.offset, op.length);
       ++writes_;
     }
   }
@@ -37,7 +49,11 @@ Status MemDevice::Sync() {
     IoOp sync_op{IoOp::Kind::kWrite, 0, nullptr, 0};
     QCFS_RETURN_IF_ERROR(hook_(sync_op));
   }
-  durable_ = current_;
+  for (uint64_t b : dirty_) {
+    const uint64_t off = b * kBlock, len = std::min(kBlock, size_ - off);
+    std::memcpy(durable_.data() + off, current_.data() + off, len);
+  }
+  dirty_.clear();
   ++syncs_;
   return Status::Ok();
 }
@@ -61,6 +77,7 @@ Status MemDevice::Discard(uint64_t offset, uint64_t length) {
   std::lock_guard lock(mu_);
   if (offset > size_ || length > size_ - offset) return Status::Error(EINVAL, "discard beyond the end of the device");
   std::memset(current_.data() + offset, 0, length);
+  MarkDirty(offset, length);
   return Status::Ok();
 }
 
@@ -71,7 +88,28 @@ void MemDevice::SetFaultHook(FaultHook hook) {
 
 void MemDevice::DropUnsynced() {
   std::lock_guard lock(mu_);
-  current_ = durable_;
+  for (uint64_t b : dirty_) {
+    const uint64_t off = b * kBlock, len = std::min(kBlock, size_ - off);
+    std::memcpy(current_.data() + off, durable_.data() + off, len);
+  }
+  dirty_.clear();
+}
+
+uint64_t MemDevice::PowerCut(uint64_t seed) {
+  std::lock_guard lock(mu_);
+  std::mt19937_64 rng(seed);
+  uint64_t kept = 0;
+  for (uint64_t b : dirty_) {
+    const uint64_t off = b * kBlock, len = std::min(kBlock, size_ - off);
+    if (rng() % 2 == 0) {
+      std::memcpy(current_.data() + off, durable_.data() + off, len);
+    } else {
+      std::memcpy(durable_.data() + off, current_.data() + off, len);
+      ++kept;
+    }
+  }
+  dirty_.clear();
+  return kept;
 }
 
 void MemDevice::Poke(uint64_t offset, std::span<const std::byte> bytes) {

@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "qcfs/io/device.h"
@@ -31,6 +32,10 @@ class MemDevice final : public Device {
   void SetFaultHook(FaultHook hook);
   // Simulates a power cut: the contents revert to the last Sync.
   void DropUnsynced();
+  // A power cut where the writes since the last Sync reached the media in
+  // any order: each 4 KiB block written since then keeps its new contents
+  // or its old ones, at random (seeded). Returns the blocks that kept the new.
+  uint64_t PowerCut(uint64_t seed);
   // Direct access to the bytes, for corrupting them in tests.
   void Poke(uint64_t offset, std::span<const std::byte> bytes);
   void Peek(uint64_t offset, std::span<std::byte> out) const;
@@ -44,6 +49,8 @@ class MemDevice final : public Device {
   mutable std::mutex mu_;  // guards everything below
   std::vector<std::byte> current_;
   std::vector<std::byte> durable_;
+  std::set<uint64_t> dirty_;  // 4 KiB blocks written (or discarded) since the last Sync
+  void MarkDirty(uint64_t offset, uint64_t length);
   FaultHook hook_;
   uint64_t writes_ = 0;
   uint64_t syncs_ = 0;

@@ -4,6 +4,7 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 
+#include "qcfs/core/log.h"
 #include "qcfs/meta/internal/rocks_fs.h"
 
 namespace qcfs {
@@ -118,21 +119,40 @@ Result<std::optional<std::string>> MetaDb::Get(std::string_view key) const {
   return std::optional<std::string>(std::move(value));
 }
 
+Status MetaDb::failed() const {
+  std::lock_guard lock(failed_mu_);
+  return failed_;
+}
+
+Status MetaDb::Check(Status s) {
+  if (s.ok()) return s;
+  std::lock_guard lock(failed_mu_);
+  if (failed_.ok()) {
+    failed_ = Status::Errorf(s.code(), "{}; metadata writes are stopped until the volume is mounted again",
+                             s.message());
+    Log(LogLevel::kError, "{}", failed_.message());
+  }
+  return s;
+}
+
 Status MetaDb::Write(rocksdb::WriteBatch* batch, bool sync) {
   if (read_only_) return Status::Error(EROFS, "metadata is open read-only");
+  QCFS_RETURN_IF_ERROR(failed());
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  return FromRocks(db_->Write(wo, batch), "metadata write");
+  return Check(FromRocks(db_->Write(wo, batch), "metadata write"));
 }
 
 Status MetaDb::SyncWal() {
   if (read_only_) return Status::Ok();
-  return FromRocks(db_->SyncWAL(), "metadata sync");
+  QCFS_RETURN_IF_ERROR(failed());
+  return Check(FromRocks(db_->SyncWAL(), "metadata sync"));
 }
 
 Status MetaDb::Flush() {
   if (read_only_) return Status::Ok();
-  return FromRocks(db_->Flush(rocksdb::FlushOptions()), "metadata flush");
+  QCFS_RETURN_IF_ERROR(failed());
+  return Check(FromRocks(db_->Flush(rocksdb::FlushOptions()), "metadata flush"));
 }
 
 std::unique_ptr<PrefixIterator> MetaDb::Iterate(std::string prefix) const {

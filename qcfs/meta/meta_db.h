@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -72,11 +73,17 @@ class MetaDb {
 
   // The value of `key`, or nullopt when absent.
   Result<std::optional<std::string>> Get(std::string_view key) const;
+  // Writes, syncs and flushes: after the first one fails (a device error,
+  // the device full) every later one fails with that error, and reads go on.
+  // RocksDB must not write through a log that failed; remounting recovers
+  // to the last durable state.
   Status Write(rocksdb::WriteBatch* batch, bool sync);
   // Makes every write so far durable.
   Status SyncWal();
   // Flushes memtables to table files (used before a clean close).
   Status Flush();
+  // The error that stopped writes, or OK.
+  Status failed() const;
   std::unique_ptr<PrefixIterator> Iterate(std::string prefix) const;
 
   const std::string& path() const { return path_; }
@@ -94,6 +101,10 @@ class MetaDb {
   std::unique_ptr<rocksdb::DB> db_;
   std::shared_ptr<rocksdb::Cache> cache_;
   bool read_only_;
+  // Records the first failure; returns `s`.
+  Status Check(Status s);
+  mutable std::mutex failed_mu_;
+  Status failed_;  // guarded by failed_mu_
 };
 
 // Maps a RocksDB status to ours (EIO for corruption and I/O errors, ENOSPC...).
