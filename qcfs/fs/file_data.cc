@@ -143,7 +143,7 @@ Result<Attr> Volume::Open(uint64_t ino, int flags) {
     if (writing && options_.read_only) return Status::Error(EROFS, "volume is mounted read-only");
     if (writing && S_ISDIR(inode->rec.mode)) return Status::Error(EISDIR, "is a directory");
     inode->open_count += 1;
-    truncate = (flags & O_TRUNC) && S_ISREG(inode->rec.mode) && inode->size > 0;
+    truncate = (flags & O_TRUNC) && S_ISREG(inode->rec.mode);  // even when empty: mtime and ctime change
   }
   if (truncate) {
     // O_TRUNC arrives with the open (the kernel's atomic_o_trunc).

@@ -1031,10 +1031,27 @@ Result<Attr> Volume::SetAttr(uint64_t ino, const SetAttrRequest& req) {
 
 // ---------------------------------------------------------------- xattrs
 
+namespace {
+
+// The namespaces Linux file systems know: user., trusted., security., and
+// system. for POSIX ACLs. Another prefix is EOPNOTSUPP; a bare prefix EINVAL.
+Status ValidateXattrName(std::string_view name) {
+  if (name.empty() || name.size() > 255) return Status::Error(ERANGE, "invalid attribute name length");
+  for (std::string_view ns : {"user.", "trusted.", "security."}) {
+    if (!name.starts_with(ns)) continue;
+    if (name.size() == ns.size()) return Status::Errorf(EINVAL, "attribute name '{}' has no name after its namespace", name);
+    return Status::Ok();
+  }
+  if (name == "system.posix_acl_access" || name == "system.posix_acl_default") return Status::Ok();
+  return Status::Errorf(EOPNOTSUPP, "attribute namespace of '{}' is not supported", name);
+}
+
+}  // namespace
+
 Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+  QCFS_RETURN_IF_ERROR(ValidateXattrName(name));
   QCFS_RETURN_IF_ERROR(CheckWritable());
   if (IsView(ino)) return ReadOnlyView();
-  if (name.empty() || name.size() > 255) return Status::Error(ERANGE, "invalid attribute name length");
   if (value.size() > kMaxXattrValue) return Status::Error(E2BIG, "attribute value too large");
   std::lock_guard stripe(StripeFor(ino));
   InodeRef state = FindState(ino);
@@ -1058,6 +1075,7 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
 }
 
 Result<std::string> Volume::GetXattr(uint64_t ino, std::string_view name) {
+  QCFS_RETURN_IF_ERROR(ValidateXattrName(name));
   if (IsView(ino)) {
     if (ino == kSnapshotsDirIno) return Status::Error(ENODATA, "no such attribute");
     QCFS_ASSIGN_OR_RETURN(View v, ResolveView(ino));
@@ -1107,6 +1125,7 @@ Result<std::vector<std::string>> Volume::ListXattr(uint64_t ino) {
 }
 
 Status Volume::RemoveXattr(uint64_t ino, std::string_view name) {
+  QCFS_RETURN_IF_ERROR(ValidateXattrName(name));
   QCFS_RETURN_IF_ERROR(CheckWritable());
   if (IsView(ino)) return ReadOnlyView();
   std::lock_guard stripe(StripeFor(ino));

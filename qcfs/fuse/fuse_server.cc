@@ -219,13 +219,35 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   });
 }
 
+// A write by someone outside a file's group (and not root) clears its
+// set-group-ID bit even without group execute, as on Linux; the kernel
+// clears the other set-ID cases itself before FUSE sees the write.
+void DropSetgidAfterWrite(fuse_req_t req, uint64_t ino) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->uid == 0) return;
+  auto a = Vol(req)->GetAttr(ino);
+  if (!a.ok() || (a->mode & (S_ISGID | S_IXGRP)) != S_ISGID || a->gid == ctx->gid) return;
+  gid_t groups[64];
+  int n = fuse_req_getgroups(req, 64, groups);
+  for (int i = 0; i < std::min(n, 64); ++i) {
+    if (groups[i] == a->gid) return;
+  }
+  SetAttrRequest r;
+  r.mode = a->mode & ~S_ISGID & 07777;
+  auto changed = Vol(req)->SetAttr(ino, r);
+  if (changed.ok()) Server(req)->InvalidateAttr(ino);
+}
+
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
   Guard(req, [&] {
     auto* h = reinterpret_cast<FileHandle*>(fi->fh);
+    // O_APPEND writes go to the end; a page written back from mmap carries
+    // its own offset, whatever handle the kernel sends it through.
+    const bool append = h != nullptr && h->append && fi->writepage == 0;
     auto n = Vol(req)->Write(ino, static_cast<uint64_t>(off),
-                             std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size),
-                             h != nullptr && h->append);
+                             std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size), append);
     if (!n.ok()) return ReplyStatus(req, n.status());
+    DropSetgidAfterWrite(req, ino);
     fuse_reply_write(req, *n);
   });
 }
@@ -248,13 +270,21 @@ void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, [&] {
-    auto a = Vol(req)->GetAttr(ino);
+    // Counted as open: a directory removed while open stays until closed
+    // (fstat shows nlink 0, readdir nothing).
+    auto a = Vol(req)->Open(ino, O_RDONLY);
     if (!a.ok()) return ReplyStatus(req, a.status());
-    if (!S_ISDIR(a->mode)) return ReplyStatus(req, Status::Error(ENOTDIR, "not a directory"));
+    if (!S_ISDIR(a->mode)) {
+      Vol(req)->Release(ino).IgnoreError();
+      return ReplyStatus(req, Status::Error(ENOTDIR, "not a directory"));
+    }
     auto* h = new DirHandle;
     fi->fh = reinterpret_cast<uint64_t>(h);
     fi->cache_readdir = 0;
-    if (fuse_reply_open(req, fi) != 0) delete h;
+    if (fuse_reply_open(req, fi) != 0) {
+      delete h;
+      Vol(req)->Release(ino).IgnoreError();
+    }
   });
 }
 
@@ -346,9 +376,9 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
   ReadDirCommon(req, ino, size, off, fi, true);
 }
 
-void OpReleasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   delete reinterpret_cast<DirHandle*>(fi->fh);
-  fuse_reply_err(req, 0);
+  Guard(req, [&] { ReplyStatus(req, Vol(req)->Release(ino)); });
 }
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
@@ -363,12 +393,22 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
   });
 }
 
+// trusted.* attributes are for privileged processes only (CAP_SYS_ADMIN;
+// here: root), as on ext4: others cannot read, write or list them.
+bool Untrusted(fuse_req_t req, std::string_view name) {
+  return name.starts_with("trusted.") && fuse_req_ctx(req)->uid != 0;
+}
+
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
-  Guard(req, [&] { ReplyStatus(req, Vol(req)->SetXattr(ino, name, std::string_view(value, size), flags)); });
+  Guard(req, [&] {
+    if (Untrusted(req, name)) return ReplyStatus(req, Status::Error(EPERM, "trusted attributes need privilege"));
+    ReplyStatus(req, Vol(req)->SetXattr(ino, name, std::string_view(value, size), flags));
+  });
 }
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Guard(req, [&] {
+    if (Untrusted(req, name)) return ReplyStatus(req, Status::Error(EPERM, "trusted attributes need privilege"));
     auto value = Vol(req)->GetXattr(ino, name);
     if (!value.ok()) return ReplyStatus(req, value.status());
     if (size == 0) return (void)fuse_reply_xattr(req, value->size());
@@ -383,6 +423,7 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     if (!names.ok()) return ReplyStatus(req, names.status());
     std::string list;
     for (const std::string& n : *names) {
+      if (Untrusted(req, n)) continue;
       list += n;
       list.push_back('\0');
     }
@@ -393,7 +434,10 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  Guard(req, [&] { ReplyStatus(req, Vol(req)->RemoveXattr(ino, name)); });
+  Guard(req, [&] {
+    if (Untrusted(req, name)) return ReplyStatus(req, Status::Error(EPERM, "trusted attributes need privilege"));
+    ReplyStatus(req, Vol(req)->RemoveXattr(ino, name));
+  });
 }
 
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info*) {
