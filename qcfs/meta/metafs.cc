@@ -28,6 +28,7 @@ enum RecordType : uint8_t {
   kFileSize = 6,
   kJournalNext = 7,
   kSegUseMap = 8,
+  kSynced = 9,
 };
 // A kSegUseMap record covers this many segments (2 bits each).
 constexpr uint32_t kSegMapSpan = 1u << 16;
@@ -56,6 +57,11 @@ std::string EncodeRecord(uint8_t type, uint64_t generation, std::string_view pay
 }  // namespace
 
 struct MetaFs::FileState {
+  FileState() : appended(XXH3_createState()) { XXH3_64bits_reset(appended); }
+  ~FileState() { XXH3_freeState(appended); }
+  FileState(const FileState&) = delete;
+  FileState& operator=(const FileState&) = delete;
+
   uint64_t id = 0;
   std::string name;
   uint64_t size = 0;            // bytes on the device
@@ -64,7 +70,35 @@ struct MetaFs::FileState {
   std::vector<Extent> extents;
   int handles = 0;
   bool deleted = false;
+  // Hash of the bytes [journaled_size, size): a size record carries it, so
+  // that replay can tell whether the bytes it covers reached the device.
+  XXH3_state_t* appended;
 };
+
+namespace {
+
+// Reads [offset, offset + out.size()) of a file laid out in `extents`.
+Status ReadExtents(Device* device, const std::vector<MetaFs::Extent>& extents, uint64_t offset,
+                   std::span<std::byte> out) {
+  std::vector<IoOp> ops;
+  uint64_t file_pos = 0;
+  size_t done = 0;
+  for (const MetaFs::Extent& e : extents) {
+    if (done == out.size()) break;
+    uint64_t ext_end = file_pos + e.length;
+    uint64_t from = offset + done;
+    if (from < ext_end) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(ext_end - from, out.size() - done));
+      ops.push_back(IoOp::Read(e.offset + (from - file_pos), out.subspan(done, n)));
+      done += n;
+    }
+    file_pos = ext_end;
+  }
+  if (done < out.size()) return Status::Error(EIO, "metadata file is shorter than its size");
+  return device->Submit(ops);
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------- setup
 
@@ -121,8 +155,10 @@ Status MetaFs::WriteRoot(uint64_t generation, const Extent& first) {
 Status MetaFs::StartJournal(uint64_t generation) {
   // A fresh journal in new blocks, holding the whole state, then the root.
   std::string records;
+  uint64_t count = 0;
   auto add = [&](uint8_t type, const std::string& payload) {
     records.append(EncodeRecord(type, generation, payload, Seed(layout_.uuid)));
+    ++count;
   };
   // Size the new journal for the state plus room to grow.
   uint64_t estimate = use_.size() / 4 + 64 * (use_.size() / kSegMapSpan + 1);
@@ -171,8 +207,9 @@ Status MetaFs::StartJournal(uint64_t generation) {
     std::string z;
     Encoder(&z).Varint(id);
     Encoder(&z).Varint(f->size);
-    add(kFileSize, z);
+    add(kFileSize, z);  // no hash: the sync below covers its bytes
     f->journaled_size = f->size;
+    XXH3_64bits_reset(f->appended);
   }
   if (records.size() + kNextReserve > first.length) {
     return Status::Errorf(ENOSPC, "metadata journal state of {} bytes does not fit", records.size());
@@ -187,6 +224,8 @@ Status MetaFs::StartJournal(uint64_t generation) {
   for (const Extent& old : journal_) FreeExtent(old);
   generation_ = generation;
   journal_ = {first};
+  journal_records_ = count;
+  synced_marker_ = 0;
   journal_pos_ = first.offset + records.size();
   journal_end_ = first.offset + first.length;
   journal_bytes_ = records.size();
@@ -225,6 +264,11 @@ Status MetaFs::Replay(bool read_only) {
   QCFS_RETURN_IF_ERROR(device_->Read(current.offset, Bytes(buf)));
   uint64_t pos = 0;
   uint64_t records = 0;
+  struct Appended {
+    uint64_t record;  // its index in the journal
+    uint64_t from, to, hash;
+  };
+  std::map<uint64_t, std::vector<Appended>> unverified;  // file id -> appends after the last sync marker
   for (;;) {
     if (pos + kRecordOverhead > buf.size()) break;
     const char* p = buf.data() + pos;
@@ -309,12 +353,30 @@ Status MetaFs::Replay(bool read_only) {
         break;
       }
       case kFileSize: {
-        uint64_t id, size;
+        uint64_t id, size, hash = 0;
         ok = d.Varint(&id) && d.Varint(&size);
+        const bool hashed = ok && !d.done();
+        ok = ok && (!hashed || d.Fixed64(&hash));
         auto it = files_.find(id);
         if (ok && it != files_.end()) {
-          it->second->size = std::min(size, it->second->allocated);
-          it->second->journaled_size = it->second->size;
+          FileState& f = *it->second;
+          const uint64_t prev = f.size;
+          f.size = std::min(size, f.allocated);
+          f.journaled_size = f.size;
+          // Bytes appended since the last sync marker may not be on the
+          // device even though this record is: checked after replay.
+          if (hashed && f.size > prev) unverified[id].push_back({records, prev, f.size, hash});
+          if (!hashed) unverified.erase(id);
+        }
+        break;
+      }
+      case kSynced: {
+        // Every write before record `covered` was durable.
+        uint64_t covered;
+        ok = d.Varint(&covered);
+        for (auto it = unverified.begin(); ok && it != unverified.end();) {
+          std::erase_if(it->second, [&](const Appended& a) { return a.record < covered; });
+          it = it->second.empty() ? unverified.erase(it) : std::next(it);
         }
         break;
       }
@@ -341,8 +403,26 @@ Status MetaFs::Replay(bool read_only) {
     pos += kRecordOverhead + len;
     ++records;
   }
+  // A size record may have reached the device without the bytes it covers
+  // (writes between syncs land in any order): a file ends where its
+  // appended bytes stop matching what its records say they were.
+  for (auto& [id, appends] : unverified) {
+    auto it = files_.find(id);
+    if (it == files_.end()) continue;
+    FileState& f = *it->second;
+    for (const Appended& a : appends) {
+      std::string bytes(a.to - a.from, '\0');
+      Status read = ReadExtents(device_, f.extents, a.from, Bytes(bytes));
+      if (read.ok() && XXH3_64bits(bytes.data(), bytes.size()) == a.hash) continue;
+      Log(LogLevel::kInfo, "metadata file {}: bytes {}..{} did not reach the device; it ends at {}", f.name, a.from,
+          a.to, a.from);
+      f.size = f.journaled_size = a.from;
+      break;
+    }
+  }
   journal_pos_ = current.offset + pos;
   journal_end_ = current.offset + current.length;
+  journal_records_ = records;
   journal_bytes_ = 0;
   for (size_t i = 0; i + 1 < journal_.size(); ++i) journal_bytes_ += journal_[i].length;
   journal_bytes_ += pos;
@@ -379,6 +459,7 @@ Status MetaFs::Journal(uint8_t type, const std::string& payload) {
     e.Varint(next.length);
     tail_.append(EncodeRecord(kJournalNext, generation_, p, Seed(layout_.uuid)));
     QCFS_RETURN_IF_ERROR(device_->Write(tail_offset_, Bytes(tail_)));
+    ++journal_records_;
     journal_bytes_ += journal_end_ - journal_pos_;
     journal_.push_back(next);
     journal_pos_ = next.offset;
@@ -390,6 +471,7 @@ Status MetaFs::Journal(uint8_t type, const std::string& payload) {
   // Rewrites the journal's last block with the new record (4 KiB writes are atomic).
   std::string out = tail_;
   QCFS_RETURN_IF_ERROR(device_->Write(tail_offset_, Bytes(out)));
+  ++journal_records_;
   journal_pos_ += r.size();
   journal_bytes_ += r.size();
   uint64_t keep_from = (journal_pos_ / kBlock) * kBlock;
@@ -756,6 +838,7 @@ Status MetaFs::Truncate(const std::string& name, uint64_t size) {
   if (size > f->size) return Status::Error(EINVAL, "metadata files only shrink");
   f->size = size;
   f->journaled_size = size;
+  XXH3_64bits_reset(f->appended);
   std::string p;
   Encoder(&p).Varint(f->id);
   Encoder(&p).Varint(size);
@@ -765,15 +848,27 @@ Status MetaFs::Truncate(const std::string& name, uint64_t size) {
 Status MetaFs::Sync() {
   if (read_only_) return Status::Ok();
   std::vector<Extent> freed;
+  uint64_t generation, covered;
   {
     std::lock_guard lock(mu_);
     freed.swap(pending_free_);
+    generation = generation_;
+    covered = journal_records_;  // records written before the sync begins
   }
   Status synced = device_->Sync();
   std::lock_guard lock(mu_);
   if (!synced.ok()) {
     pending_free_.insert(pending_free_.end(), freed.begin(), freed.end());
     return synced;
+  }
+  // Tell replay that what those records describe is on the device (the
+  // marker itself becomes durable with a later sync; until then replay
+  // checks the appended bytes instead).
+  if (generation == generation_ && covered > synced_marker_) {
+    std::string p;
+    Encoder(&p).Varint(covered);
+    QCFS_RETURN_IF_ERROR(Journal(kSynced, p));
+    synced_marker_ = journal_records_;
   }
   // Freed blocks are reusable now that their freeing is durable.
   const uint64_t per_segment = layout_.segment_size / kBlock;
@@ -881,6 +976,7 @@ Status MetaFs::File::WriteOut() {
   QCFS_RETURN_IF_ERROR(fs_->device_->Submit(ops));
   std::lock_guard fs_lock(fs_->mu_);
   state_->size = start + buffer_.size();
+  XXH3_64bits_update(state_->appended, buffer_.data(), buffer_.size());
   buffer_.clear();
   return Status::Ok();
 }
@@ -891,10 +987,13 @@ Status MetaFs::File::Flush() {
   std::lock_guard fs_lock(fs_->mu_);
   if (state_->deleted || state_->journaled_size == state_->size) return Status::Ok();
   std::string p;
-  Encoder(&p).Varint(state_->id);
-  Encoder(&p).Varint(state_->size);
+  Encoder e(&p);
+  e.Varint(state_->id);
+  e.Varint(state_->size);
+  if (state_->size > state_->journaled_size) e.Fixed64(XXH3_64bits_digest(state_->appended));
   QCFS_RETURN_IF_ERROR(fs_->Journal(kFileSize, p));
   state_->journaled_size = state_->size;
+  XXH3_64bits_reset(state_->appended);
   return fs_->MaybeCompact();
 }
 

@@ -166,6 +166,8 @@ class MetaFs {
   uint64_t journal_pos_ = 0;     // device offset of the next record
   uint64_t journal_end_ = 0;     // end of the current extent
   uint64_t journal_bytes_ = 0;
+  uint64_t journal_records_ = 0;  // records of the current generation so far
+  uint64_t synced_marker_ = 0;    // journal_records_ after the last sync marker
   std::string tail_;             // bytes of the journal's current block, before journal_pos_
   uint64_t tail_offset_ = 0;     // device offset of tail_[0] (block aligned)
   bool compacting_ = false;

@@ -158,7 +158,7 @@ TEST(MetaFs, PowerCutKeepsWhatWasSynced) {
 // since the last sync are all lost or reached the media in any order.
 TEST(MetaFs, RocksDbLosesNothingSyncedAcrossPowerCuts) {
   const int rounds = std::getenv("QCFS_POWERCUT_ROUNDS") ? std::atoi(std::getenv("QCFS_POWERCUT_ROUNDS")) : 12;
-  std::mt19937_64 rng(99);
+  std::mt19937_64 rng(std::getenv("QCFS_POWERCUT_SEED") ? std::strtoull(std::getenv("QCFS_POWERCUT_SEED"), nullptr, 10) : 99);
   MemDevice dev(256 << 20);
   MetaFsLayout layout = Layout(dev.size());
   ASSERT_TRUE(MetaFs::Format(&dev, layout).ok());
