@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <ctime>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -320,6 +321,70 @@ int RunUmountHelper(const std::vector<std::string>& args) {
   return 0;
 }
 
+// ---------------------------------------------------------------- scrub
+
+// qcfs check --scrub MOUNTPOINT: the daemon reads back every chunk while it
+// serves; this follows its progress. Interrupting this command leaves the
+// scrub running (--cancel stops it); running it again follows it.
+int RunScrub(const std::string& target, bool full, bool json, bool cancel) {
+  std::optional<MountRecord> rec = FindMount(target);
+  if (!rec) {
+    return Fail(Status::Errorf(EINVAL, "{} is not a mounted QCFS volume (qcfs check DEVICE verifies an unmounted one)",
+                               target));
+  }
+  if (cancel) {
+    auto r = ControlCall(rec->socket, {{"op", "scrub-cancel"}});
+    if (!r.ok()) return Fail(r.status());
+    fmt::print("{}: scrub {}\n", rec->mountpoint, r->value("state", "") == "running" ? "cancelled" : "not running");
+    return 0;
+  }
+  auto started = ControlCall(rec->socket, {{"op", "scrub-start"}, {"full", full}});
+  if (!started.ok() && started.status().code() != EBUSY) return Fail(started.status());
+  if (!started.ok() && !json) fmt::print(stderr, "A scrub is already running on {}; following it.\n", rec->mountpoint);
+  const bool tty = !json && ::isatty(2);
+  nlohmann::json st;
+  for (;;) {
+    auto r = ControlCall(rec->socket, {{"op", "scrub-status"}});
+    if (!r.ok()) return Fail(r.status());
+    st = *r;
+    uint64_t done = st.value("chunks_done", uint64_t{0}), total = std::max<uint64_t>(1, st.value("chunks_total", uint64_t{0}));
+    if (tty) {
+      int pct = static_cast<int>(std::min<uint64_t>(100, done * 100 / total));
+      fmt::print(stderr, "\rScrubbing {} [{}{}] {}% ({}/{} chunks, {})", rec->mountpoint, std::string(pct / 4, '#'),
+                 std::string(25 - pct / 4, ' '), pct, Thousands(done), Thousands(total),
+                 FormatSize(st.value("bytes_done", uint64_t{0})));
+    }
+    if (st.value("state", "") != "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  if (tty) fmt::print(stderr, "\n");
+  const auto& damaged = st["damaged"];
+  if (json) {
+    fmt::print("{}\n", st.dump(2));
+  } else {
+    double secs = static_cast<double>(st.value("finished_ns", int64_t{0}) - st.value("started_ns", int64_t{0})) / 1e9;
+    fmt::print("Scrubbed {}: {} chunks, {} read back and verified{} in {:.1f} s\n", rec->mountpoint,
+               Thousands(st.value("chunks_done", uint64_t{0})), FormatSize(st.value("bytes_done", uint64_t{0})),
+               st.value("full", false) ? " (with their SHA-256)" : "", secs);
+    std::string state = st.value("state", "");
+    if (state == "cancelled") fmt::print("The scrub was cancelled before it finished.\n");
+    if (state == "failed") fmt::print("The scrub failed: {}\n", st.value("failure", ""));
+    for (const auto& d : damaged) {
+      fmt::print("  damaged: chunk {}: {}\n", d.value("chunk", "").substr(0, 16), d.value("detail", ""));
+      if (d["paths"].empty()) fmt::print("      held only by snapshots\n");
+      for (const auto& p : d["paths"]) fmt::print("      affects {}\n", p.get<std::string>());
+    }
+    if (damaged.empty() && state == "done") fmt::print("No damage found.\n");
+    if (!damaged.empty()) {
+      fmt::print("{} damaged chunks: reads of the ranges that hold them fail with EIO; restore those files from a "
+                 "backup or snapshot copy.\n",
+                 damaged.size());
+    }
+  }
+  if (!damaged.empty()) return 1;
+  return st.value("state", "") == "done" ? 0 : 1;
+}
+
 // ---------------------------------------------------------------- check
 
 int RunCheck(const std::string& device, bool repair, bool json, bool full, bool no_data) {
@@ -433,10 +498,14 @@ int main(int argc, char** argv) {
   info->add_option("target", in_target, "Mountpoint, image file or block device")->required();
   info->add_flag("--json", in_json, "Machine-readable output");
 
-  auto* check = app.add_subcommand("check", "Verify every invariant and checksum of an unmounted volume");
+  auto* check = app.add_subcommand(
+      "check", "Verify every invariant and checksum of an unmounted volume, or scrub a mounted one");
   std::string ck_device;
-  bool ck_repair = false, ck_json = false, ck_full = false, ck_nodata = false;
-  check->add_option("device", ck_device, "Image file or block device")->required();
+  bool ck_repair = false, ck_json = false, ck_full = false, ck_nodata = false, ck_scrub = false, ck_cancel = false;
+  check->add_option("device", ck_device, "Image file or block device (with --scrub: the mountpoint)")->required();
+  check->add_flag("--scrub", ck_scrub,
+                  "Read back and verify every chunk of a mounted volume while it serves (Ctrl-C leaves it running)");
+  check->add_flag("--cancel", ck_cancel, "With --scrub: stop the running scrub");
   check->add_flag("--repair", ck_repair, "Fix counts, leaks and stale records; report damaged files");
   check->add_flag("--json", ck_json, "Machine-readable output");
   check->add_flag("--full", ck_full, "Also decompress every chunk and verify its fingerprint");
@@ -506,6 +575,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*info) return RunInfo(in_target, in_json);
+  if (*check && (ck_scrub || ck_cancel)) {
+    if (ck_repair || ck_nodata) {
+      fmt::print(stderr, "qcfs: --scrub reads and verifies; --repair and --metadata-only apply to unmounted volumes\n");
+      return 2;
+    }
+    return RunScrub(ck_device, ck_full, ck_json, ck_cancel);
+  }
   if (*check) return RunCheck(ck_device, ck_repair, ck_json, ck_full, ck_nodata);
   if (*snapshot) return RunSnapshot(sn_action, sn_target, sn_names, sn_json, sn_chunks);
   if (*trim) return RunTrim(tr_target, tr_json);

@@ -10,7 +10,7 @@ QCFS_BUILD_PACKAGES=(
   libssl-dev libcli11-dev libfmt-dev nlohmann-json3-dev libblkid-dev uuid-dev libmount-dev
 )
 QCFS_TEST_PACKAGES=(
-  libgtest-dev libgmock-dev sqlite3 e2fsprogs xfsprogs btrfs-progs attr acl fio
+  libgtest-dev libgmock-dev sqlite3 e2fsprogs xfsprogs btrfs-progs attr acl fio stress-ng dbench
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }

@@ -46,6 +46,25 @@ nlohmann::json VolumeInfoJson(const VolumeInfo& info) {
   };
 }
 
+nlohmann::json ScrubStatusJson(const ScrubStatus& s) {
+  const char* state = s.state == ScrubStatus::State::kRunning     ? "running"
+                      : s.state == ScrubStatus::State::kDone      ? "done"
+                      : s.state == ScrubStatus::State::kCancelled ? "cancelled"
+                      : s.state == ScrubStatus::State::kFailed    ? "failed"
+                                                                  : "idle";
+  nlohmann::json damaged = nlohmann::json::array();
+  for (const auto& d : s.damaged) damaged.push_back({{"chunk", d.chunk}, {"detail", d.detail}, {"paths", d.paths}});
+  return {{"state", state},
+          {"full", s.full},
+          {"chunks_total", s.chunks_total},
+          {"chunks_done", s.chunks_done},
+          {"bytes_done", s.bytes_done},
+          {"started_ns", s.started_ns},
+          {"finished_ns", s.finished_ns},
+          {"failure", s.error},  // not "error": that key means the request failed
+          {"damaged", damaged}};
+}
+
 nlohmann::json SnapshotInfoJson(const SnapshotInfo& info) {
   nlohmann::json j = {{"id", info.id},
                       {"name", info.name},
@@ -149,6 +168,16 @@ nlohmann::json Serve(Volume* volume, const nlohmann::json& request) {
             {"new_segments", r->new_segments},
             {"capacity_bytes", info.ok() ? info->usage.capacity_bytes : 0},
             {"free_bytes", info.ok() ? info->usage.available_bytes : 0}};
+  }
+  if (op == "scrub-start") {
+    Status s = volume->StartScrub(request.value("full", false));
+    if (!s.ok()) return ErrorJson(s);
+    return ScrubStatusJson(volume->scrub_status());
+  }
+  if (op == "scrub-status") return ScrubStatusJson(volume->scrub_status());
+  if (op == "scrub-cancel") {
+    volume->CancelScrub();
+    return ScrubStatusJson(volume->scrub_status());
   }
   if (op == "sync") {
     Status s = volume->Sync();

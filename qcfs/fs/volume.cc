@@ -313,6 +313,8 @@ Status Volume::Close() {
     device_.reset();
     return flushed;
   }
+  CancelScrub();
+  if (scrubber_.joinable()) scrubber_.join();
   Status result;
   if (!options_.read_only) result = Sync();
   {

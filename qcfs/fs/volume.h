@@ -174,6 +174,25 @@ struct ResizeResult {
   uint64_t new_segments = 0;
 };
 
+// An online scrub: every stored chunk read back and verified.
+struct ScrubStatus {
+  enum class State { kIdle, kRunning, kDone, kCancelled, kFailed };
+  State state = State::kIdle;
+  bool full = false;  // also the SHA-256 of each chunk's content
+  uint64_t chunks_total = 0;
+  uint64_t chunks_done = 0;
+  uint64_t bytes_done = 0;  // stored bytes read
+  int64_t started_ns = 0;
+  int64_t finished_ns = 0;
+  std::string error;  // kFailed: why
+  struct Damage {
+    std::string chunk;   // fingerprint, hex
+    std::string detail;  // what is wrong
+    std::vector<std::string> paths;  // live files holding it ("" when only snapshots do)
+  };
+  std::vector<Damage> damaged;
+};
+
 struct SnapshotInfo {
   uint64_t id = 0;
   std::string name;
@@ -316,6 +335,12 @@ class Volume {
   // 0 (after the partition beneath grew, or the image file was extended).
   // An image file is extended to `size`. Works mounted or not.
   Result<ResizeResult> Resize(uint64_t size);
+  // Starts reading back and verifying every stored chunk in the
+  // background while the volume serves (EBUSY if one is running). Damaged
+  // chunks are reported with the paths of the files that hold them.
+  Status StartScrub(bool full);
+  ScrubStatus scrub_status() const;
+  void CancelScrub();
   bool read_only() const { return options_.read_only; }
   Superblock superblock() const;
   ChunkStore* store() { return store_.get(); }
@@ -471,6 +496,13 @@ class Volume {
   std::vector<InodeRef> release_queue_;  // closed files to flush soon
   std::thread flusher_;
   std::atomic<bool> closed_{false};
+
+  // The background scrub (scrub.cc).
+  void ScrubLoop();
+  mutable std::mutex scrub_mu_;  // guards scrub_ (a leaf lock)
+  ScrubStatus scrub_;
+  std::atomic<bool> scrub_cancel_{false};
+  std::thread scrubber_;
 };
 
 }  // namespace qcfs

@@ -89,6 +89,43 @@ TEST(Corruption, DamagedChunkIsEioAndCheckNamesTheFile) {
   EXPECT_EQ(::access(v.Path("victim").c_str(), F_OK), 0) << "damaged data is never deleted";
 }
 
+// qcfs check --scrub reads every chunk back while the volume serves, and
+// names the files that hold a damaged one.
+TEST(Corruption, ScrubFindsDamageOnAMountedVolume) {
+  MountedVolume v;
+  std::string victim = RandomBytes(1 << 20, 3);
+  ASSERT_EQ(::mkdir(v.Path("docs").c_str(), 0755), 0);
+  WriteFile(v.Path("victim"), victim);
+  WriteFile(v.Path("docs/bystander"), RandomBytes(1 << 20, 4));
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  ASSERT_EQ(v.Mount().exit_code, 0);
+  auto clean = v.Qcfs("check --scrub " + v.mnt());
+  EXPECT_EQ(clean.exit_code, 0) << clean.output;
+  EXPECT_NE(clean.output.find("No damage found"), std::string::npos) << clean.output;
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+
+  FlipByte(v.image(), ChunkOffset(v.image(), "victim", 7) + 200);
+  ASSERT_EQ(v.Mount().exit_code, 0);
+  auto scrub = v.Qcfs("check --scrub --full --json " + v.mnt());
+  EXPECT_EQ(scrub.exit_code, 1) << scrub.output;
+  auto j = nlohmann::json::parse(scrub.output.substr(scrub.output.find('{')), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << scrub.output;
+  EXPECT_EQ(j["state"], "done");
+  EXPECT_EQ(j["chunks_done"], 32u);
+  ASSERT_EQ(j["damaged"].size(), 1u) << scrub.output;
+  EXPECT_EQ(j["damaged"][0]["paths"], nlohmann::json::array({"/victim"}));
+  // The volume went on serving: what is intact reads back.
+  EXPECT_EQ(ReadFile(v.Path("docs/bystander")), RandomBytes(1 << 20, 4));
+  auto human = v.Qcfs("check --scrub " + v.mnt());
+  EXPECT_EQ(human.exit_code, 1);
+  EXPECT_NE(human.output.find("affects /victim"), std::string::npos) << human.output;
+  // A scrub is for mounted volumes.
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  auto offline = v.Qcfs("check --scrub " + v.mnt());
+  EXPECT_EQ(offline.exit_code, 1);
+  EXPECT_NE(offline.output.find("not a mounted QCFS volume"), std::string::npos) << offline.output;
+}
+
 TEST(Corruption, DamagedSuperblockFallsBackToTheSecondCopy) {
   MountedVolume v;
   WriteFile(v.Path("f"), "data");
