@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -612,6 +613,33 @@ Status Checker::CheckSpace() {
     uint64_t end;
     std::string owner;
   };
+  // Each data segment's header names the segment and the volume. Nothing
+  // reads it to find data (each record is checked on its own), so damage
+  // there loses nothing; repair writes it again.
+  if (options_.verify_data) {
+    const Superblock sb = v_->superblock();
+    for (uint32_t seg = 0; seg < live_.size(); ++seg) {
+      if (live_[seg] == 0) continue;
+      std::vector<std::byte> block(4096);
+      Status read = v_->store()->device()->Read(sb.SegmentOffset(seg), block);
+      internal::SegmentHeader h;
+      bool ok = read.ok() && internal::DecodeSegmentHeader(block, &h) && h.segment == seg &&
+                std::memcmp(h.uuid, sb.uuid.data(), 16) == 0;
+      if (ok) continue;
+      Find("segment-header",
+           fmt::format("segment {} has a damaged header{} (its chunks are checked one by one)", seg,
+                       read.ok() ? "" : ": " + read.ToString()),
+           {}, options_.repair && read.ok());
+      if (options_.repair && read.ok()) {
+        internal::SegmentHeader fresh;
+        fresh.segment = seg;
+        std::memcpy(fresh.uuid, sb.uuid.data(), 16);
+        internal::EncodeSegmentHeader(fresh, block.data());
+        QCFS_RETURN_IF_ERROR(v_->store()->device()->Write(sb.SegmentOffset(seg), block));
+        QCFS_RETURN_IF_ERROR(v_->store()->device()->Sync());
+      }
+    }
+  }
   std::map<uint64_t, Owned> blocks;  // by start offset
   auto claim = [&](const std::string& owner, const MetaFs::Extent& e) {
     uint64_t first = e.offset < layout.data_offset ? 0 : (e.offset - layout.data_offset) / layout.segment_size;
@@ -648,6 +676,7 @@ Status Checker::CheckSpace() {
 }
 
 Status Checker::Run() {
+  if (!v_->space()->rolled_back().empty()) Find("metadata-journal", v_->space()->rolled_back(), {}, true);
   QCFS_RETURN_IF_ERROR(ScanInodes());
   QCFS_RETURN_IF_ERROR(ScanDirents());
   QCFS_RETURN_IF_ERROR(ScanXattrsAndOrphans());

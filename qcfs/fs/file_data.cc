@@ -625,6 +625,7 @@ Status Volume::Sync() {
 void Volume::FlusherLoop() {
   std::unique_lock lock(flush_mu_);
   const auto tick = std::chrono::milliseconds(std::clamp<uint32_t>(options_.flush_interval_ms / 5, 100, 1000));
+  int64_t last_meta_sync = internal::MonoNs();
   while (!stopping_) {
     flush_cv_.wait_for(lock, tick,
                        [&] { return stopping_ || flush_requested_ || release_queue_.size() >= kReleaseBatch; });
@@ -650,6 +651,14 @@ void Volume::FlusherLoop() {
     }
     Status s = store_->SyncFreed();
     if (!s.ok()) Log(LogLevel::kError, "background sync: {}", s.ToString());
+    // Metadata written since the last sync becomes durable within the
+    // flush interval too, so a killed daemon or a power cut loses at most
+    // that much of what nobody fsync'd (like ext4's commit interval).
+    if (s.ok() && db_->HasUnsyncedWrites() && now - last_meta_sync >= max_age) {
+      last_meta_sync = now;
+      Status w = db_->SyncWal();
+      if (!w.ok()) Log(LogLevel::kError, "background metadata sync: {}", w.ToString());
+    }
     lock.lock();
     ++flush_rounds_;
     drained_cv_.notify_all();

@@ -253,8 +253,10 @@ Result<std::unique_ptr<Volume>> Volume::OpenOn(std::unique_ptr<Device> device, c
     return Status::Errorf(EIO, "{} is {} but the volume spans {}: the device was truncated", device_path,
                           FormatSize(device->size()), FormatSize(sb.device_size));
   }
-  auto space_or = options.read_only ? MetaFs::MountReadOnly(device.get(), LayoutFor(sb))
-                                    : MetaFs::Mount(device.get(), LayoutFor(sb));
+  // Only qcfs check --repair rolls a damaged metadata journal back.
+  const auto damage = options.maintenance ? MetaFs::Damage::kRollBack : MetaFs::Damage::kRefuse;
+  auto space_or = options.read_only ? MetaFs::MountReadOnly(device.get(), LayoutFor(sb), damage)
+                                    : MetaFs::Mount(device.get(), LayoutFor(sb), damage);
   if (!space_or.ok()) return space_or.status().WithContext(device_path);
   std::unique_ptr<MetaFs> space = std::move(space_or).value();
   space->set_discard(options.store.discard);

@@ -140,13 +140,26 @@ Status MetaDb::Write(rocksdb::WriteBatch* batch, bool sync) {
   QCFS_RETURN_IF_ERROR(failed());
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  return Check(FromRocks(db_->Write(wo, batch), "metadata write"));
+  const uint64_t n = ++writes_;
+  // A synced write makes every earlier write durable too (one log).
+  Status s = Check(FromRocks(db_->Write(wo, batch), "metadata write"));
+  if (s.ok() && sync) MarkSynced(n);
+  return s;
 }
 
 Status MetaDb::SyncWal() {
   if (read_only_) return Status::Ok();
   QCFS_RETURN_IF_ERROR(failed());
-  return Check(FromRocks(db_->SyncWAL(), "metadata sync"));
+  const uint64_t covered = writes_.load();
+  Status s = Check(FromRocks(db_->SyncWAL(), "metadata sync"));
+  if (s.ok()) MarkSynced(covered);
+  return s;
+}
+
+void MetaDb::MarkSynced(uint64_t covered) {
+  uint64_t was = synced_writes_.load();
+  while (was < covered && !synced_writes_.compare_exchange_weak(was, covered)) {
+  }
 }
 
 Status MetaDb::Flush() {

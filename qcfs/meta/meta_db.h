@@ -9,6 +9,7 @@
 // Thread-safety: all methods are thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -80,6 +81,8 @@ class MetaDb {
   Status Write(rocksdb::WriteBatch* batch, bool sync);
   // Makes every write so far durable.
   Status SyncWal();
+  // Whether a write was made since the last SyncWal (or synced write) began.
+  bool HasUnsyncedWrites() const { return writes_.load() != synced_writes_.load(); }
   // Flushes memtables to table files (used before a clean close).
   Status Flush();
   // The error that stopped writes, or OK.
@@ -105,6 +108,10 @@ class MetaDb {
   Status Check(Status s);
   mutable std::mutex failed_mu_;
   Status failed_;  // guarded by failed_mu_
+  // Writes begun, and writes a completed sync covers (monotonic counters).
+  std::atomic<uint64_t> writes_{0};
+  std::atomic<uint64_t> synced_writes_{0};
+  void MarkSynced(uint64_t covered);
 };
 
 // Maps a RocksDB status to ours (EIO for corruption and I/O errors, ENOSPC...).

@@ -28,7 +28,6 @@ enum RecordType : uint8_t {
   kFileSize = 6,
   kJournalNext = 7,
   kSegUseMap = 8,
-  kSynced = 9,
 };
 // A kSegUseMap record covers this many segments (2 bits each).
 constexpr uint32_t kSegMapSpan = 1u << 16;
@@ -123,33 +122,35 @@ Result<std::unique_ptr<MetaFs>> MetaFs::Format(Device* device, const MetaFsLayou
   return fs;
 }
 
-Result<std::unique_ptr<MetaFs>> MetaFs::Mount(Device* device, const MetaFsLayout& layout) {
+Result<std::unique_ptr<MetaFs>> MetaFs::Mount(Device* device, const MetaFsLayout& layout, Damage damage) {
   std::unique_ptr<MetaFs> fs(new MetaFs(device, layout));
   std::lock_guard lock(fs->mu_);
-  QCFS_RETURN_IF_ERROR(fs->Replay(false));
+  QCFS_RETURN_IF_ERROR(fs->Replay(false, damage == Damage::kRollBack));
   return fs;
 }
 
-Result<std::unique_ptr<MetaFs>> MetaFs::MountReadOnly(Device* device, const MetaFsLayout& layout) {
+Result<std::unique_ptr<MetaFs>> MetaFs::MountReadOnly(Device* device, const MetaFsLayout& layout, Damage damage) {
   std::unique_ptr<MetaFs> fs(new MetaFs(device, layout));
   std::lock_guard lock(fs->mu_);
-  QCFS_RETURN_IF_ERROR(fs->Replay(true));
+  QCFS_RETURN_IF_ERROR(fs->Replay(true, damage == Damage::kRollBack));
   fs->read_only_ = true;
   return fs;
 }
 
-Status MetaFs::WriteRoot(uint64_t generation, const Extent& first) {
+Status MetaFs::WriteRoot(uint64_t generation, const Extent& first, uint64_t synced_records) {
   std::string block(kBlock, '\0');
   char* p = block.data();
+  const uint64_t sequence = ++root_sequence_;
   std::memcpy(p, kRootMagic, 8);
   StoreLE64(p + 8, generation);
   StoreLE64(p + 16, first.offset);
   StoreLE64(p + 24, first.length);
   std::memcpy(p + 32, layout_.uuid.data(), 16);
-  StoreLE64(p + 56, XXH3_64bits(p, 56));
-  // Alternate slots: the other root stays valid until this one is durable.
-  QCFS_RETURN_IF_ERROR(device_->Write(layout_.root_offset[generation % 2], Bytes(block)));
-  return device_->Sync();
+  StoreLE64(p + 48, synced_records);
+  StoreLE64(p + 56, sequence);
+  StoreLE64(p + 64, XXH3_64bits(p, 64));
+  // Alternate slots: the other root stays valid while this one is written.
+  return device_->Write(layout_.root_offset[sequence % 2], Bytes(block));
 }
 
 Status MetaFs::StartJournal(uint64_t generation) {
@@ -219,13 +220,18 @@ Status MetaFs::StartJournal(uint64_t generation) {
   out.resize(RoundUp(out.size() + 1, kBlock), '\0');
   QCFS_RETURN_IF_ERROR(device_->Write(first.offset, Bytes(out)));
   QCFS_RETURN_IF_ERROR(device_->Sync());
-  QCFS_RETURN_IF_ERROR(WriteRoot(generation, first));
-  // The old journal's blocks are free once the new root is durable.
+  // Both roots, one after the other: if one is damaged later, the other
+  // still names this generation (the previous one's blocks are reused).
+  for (int slot = 0; slot < 2; ++slot) {
+    QCFS_RETURN_IF_ERROR(WriteRoot(generation, first, count));
+    QCFS_RETURN_IF_ERROR(device_->Sync());
+  }
+  // The old journal's blocks are free once the new roots are durable.
   for (const Extent& old : journal_) FreeExtent(old);
   generation_ = generation;
   journal_ = {first};
   journal_records_ = count;
-  synced_marker_ = 0;
+  root_synced_ = count;
   journal_pos_ = first.offset + records.size();
   journal_end_ = first.offset + first.length;
   journal_bytes_ = records.size();
@@ -234,25 +240,30 @@ Status MetaFs::StartJournal(uint64_t generation) {
   return Status::Ok();
 }
 
-Status MetaFs::Replay(bool read_only) {
-  // The root with the higher valid generation.
-  uint64_t generation = 0;
+Status MetaFs::Replay(bool read_only, bool roll_back) {
+  // The valid root with the higher sequence.
+  uint64_t generation = 0, sequence = 0, synced = 0;
   Extent first{0, 0};
+  int valid = 0;
   for (int slot = 0; slot < 2; ++slot) {
     std::string block(kBlock, '\0');
     QCFS_RETURN_IF_ERROR(device_->Read(layout_.root_offset[slot], Bytes(block)));
     const char* p = block.data();
-    if (std::memcmp(p, kRootMagic, 8) != 0 || LoadLE64(p + 56) != XXH3_64bits(p, 56)) continue;
+    if (std::memcmp(p, kRootMagic, 8) != 0 || LoadLE64(p + 64) != XXH3_64bits(p, 64)) continue;
     if (std::memcmp(p + 32, layout_.uuid.data(), 16) != 0) continue;
-    uint64_t gen = LoadLE64(p + 8);
-    if (gen > generation) {
-      generation = gen;
+    ++valid;
+    if (LoadLE64(p + 56) > sequence) {
+      sequence = LoadLE64(p + 56);
+      generation = LoadLE64(p + 8);
       first = {LoadLE64(p + 16), LoadLE64(p + 24)};
+      synced = LoadLE64(p + 48);
     }
   }
   if (generation == 0) {
     return Status::Error(EUCLEAN, "no valid metadata root on the device (not formatted by this qcfs, or damaged)");
   }
+  if (valid == 1) Log(LogLevel::kWarning, "one of the two metadata roots is damaged; using the other");
+  root_sequence_ = sequence;
   if (first.offset < layout_.data_offset || first.offset + first.length > layout_.SegmentOffset(0) +
                                                                          layout_.segment_count * layout_.segment_size) {
     return Status::Error(EUCLEAN, "the metadata root points outside the device");
@@ -268,7 +279,7 @@ Status MetaFs::Replay(bool read_only) {
     uint64_t record;  // its index in the journal
     uint64_t from, to, hash;
   };
-  std::map<uint64_t, std::vector<Appended>> unverified;  // file id -> appends after the last sync marker
+  std::map<uint64_t, std::vector<Appended>> unverified;  // file id -> appends no completed sync covers
   for (;;) {
     if (pos + kRecordOverhead > buf.size()) break;
     const char* p = buf.data() + pos;
@@ -365,18 +376,8 @@ Status MetaFs::Replay(bool read_only) {
           f.journaled_size = f.size;
           // Bytes appended since the last sync marker may not be on the
           // device even though this record is: checked after replay.
-          if (hashed && f.size > prev) unverified[id].push_back({records, prev, f.size, hash});
+          if (hashed && f.size > prev && records >= synced) unverified[id].push_back({records, prev, f.size, hash});
           if (!hashed) unverified.erase(id);
-        }
-        break;
-      }
-      case kSynced: {
-        // Every write before record `covered` was durable.
-        uint64_t covered;
-        ok = d.Varint(&covered);
-        for (auto it = unverified.begin(); ok && it != unverified.end();) {
-          std::erase_if(it->second, [&](const Appended& a) { return a.record < covered; });
-          it = it->second.empty() ? unverified.erase(it) : std::next(it);
         }
         break;
       }
@@ -402,6 +403,20 @@ Status MetaFs::Replay(bool read_only) {
     }
     pos += kRecordOverhead + len;
     ++records;
+  }
+  // The root says how many records a completed sync made durable: the
+  // journal ending before that is damage, not a crash. Going on would roll
+  // the metadata back silently.
+  if (records < synced) {
+    if (!roll_back) {
+      return Status::Errorf(EUCLEAN,
+                            "the metadata journal is damaged: it ends at record {} but {} were durable; run qcfs check "
+                            "--repair to roll the metadata back to record {} (later changes are lost)",
+                            records, synced, records);
+    }
+    Log(LogLevel::kError, "the metadata journal is damaged after record {} of {}: rolling back to it", records, synced);
+    rolled_back_ = fmt::format("the metadata journal was damaged after record {} of {}; rolled back to it", records,
+                               synced);
   }
   // A size record may have reached the device without the bytes it covers
   // (writes between syncs land in any order): a file ends where its
@@ -441,6 +456,7 @@ Status MetaFs::Replay(bool read_only) {
   RecountUse();
   qcfs::Log(LogLevel::kDebug, "metadata journal: generation {}, {} records, {} files", generation_, records, files_.size());
   if (read_only) return Status::Ok();
+  root_synced_ = synced;
   // Start the next journal generation: the replayed tail may end in a torn record.
   return StartJournal(generation_ + 1);
 }
@@ -861,14 +877,12 @@ Status MetaFs::Sync() {
     pending_free_.insert(pending_free_.end(), freed.begin(), freed.end());
     return synced;
   }
-  // Tell replay that what those records describe is on the device (the
-  // marker itself becomes durable with a later sync; until then replay
-  // checks the appended bytes instead).
-  if (generation == generation_ && covered > synced_marker_) {
-    std::string p;
-    Encoder(&p).Varint(covered);
-    QCFS_RETURN_IF_ERROR(Journal(kSynced, p));
-    synced_marker_ = journal_records_;
+  // Tell replay, through the next root, that those records are on the
+  // device (the root becomes durable with a later sync; until then replay
+  // checks the appended bytes, and cannot tell damage from a crash there).
+  if (generation == generation_ && covered > root_synced_) {
+    QCFS_RETURN_IF_ERROR(WriteRoot(generation_, journal_.front(), covered));
+    root_synced_ = covered;
   }
   // Freed blocks are reusable now that their freeing is durable.
   const uint64_t per_segment = layout_.segment_size / kBlock;
@@ -984,21 +998,27 @@ Status MetaFs::File::WriteOut() {
 Status MetaFs::File::Flush() {
   std::lock_guard lock(mu_);
   if (!buffer_.empty()) QCFS_RETURN_IF_ERROR(WriteOut());
-  std::lock_guard fs_lock(fs_->mu_);
-  if (state_->deleted || state_->journaled_size == state_->size) return Status::Ok();
-  std::string p;
-  Encoder e(&p);
-  e.Varint(state_->id);
-  e.Varint(state_->size);
-  if (state_->size > state_->journaled_size) e.Fixed64(XXH3_64bits_digest(state_->appended));
-  QCFS_RETURN_IF_ERROR(fs_->Journal(kFileSize, p));
-  state_->journaled_size = state_->size;
-  XXH3_64bits_reset(state_->appended);
-  return fs_->MaybeCompact();
+  return Status::Ok();
 }
 
 Status MetaFs::File::Sync() {
-  QCFS_RETURN_IF_ERROR(Flush());
+  {
+    std::lock_guard lock(mu_);
+    if (!buffer_.empty()) QCFS_RETURN_IF_ERROR(WriteOut());
+    std::lock_guard fs_lock(fs_->mu_);
+    if (!state_->deleted && state_->journaled_size != state_->size) {
+      // The new size goes into the journal with the same sync as the bytes.
+      std::string p;
+      Encoder e(&p);
+      e.Varint(state_->id);
+      e.Varint(state_->size);
+      if (state_->size > state_->journaled_size) e.Fixed64(XXH3_64bits_digest(state_->appended));
+      QCFS_RETURN_IF_ERROR(fs_->Journal(kFileSize, p));
+      state_->journaled_size = state_->size;
+      XXH3_64bits_reset(state_->appended);
+      QCFS_RETURN_IF_ERROR(fs_->MaybeCompact());
+    }
+  }
   return fs_->Sync();
 }
 

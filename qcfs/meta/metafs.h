@@ -13,10 +13,11 @@
 //
 // Durability: every record is written to the device as it is made; a device
 // sync (Sync(), or any sync of the shared device) makes it durable. A
-// metadata file's size is journaled when the file is flushed, so what
-// RocksDB flushed survives a killed process and what it synced survives a
-// power cut. Blocks freed by deleting a file are reused only after the next
-// sync. The device is assumed to write a 4 KiB block atomically.
+// metadata file's new size is journaled when the file is synced, so what
+// RocksDB synced survives a power cut or a killed process, and what it only
+// flushed may not (as RocksDB expects of a machine crash). Blocks freed by
+// deleting a file are reused only after the next sync. The device is
+// assumed to write a 4 KiB block atomically.
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -64,10 +65,16 @@ class MetaFs {
  public:
   // Starts an empty MetaFs on a device (mkfs): every segment free.
   static Result<std::unique_ptr<MetaFs>> Format(Device* device, const MetaFsLayout& layout);
+  // What to do with a journal that ends before the records a sync made
+  // durable (damage, not a crash): refuse (EUCLEAN), or roll the metadata
+  // back to its last intact record (qcfs check --repair).
+  enum class Damage { kRefuse, kRollBack };
   // Replays the journal of an existing one (and starts a fresh generation).
-  static Result<std::unique_ptr<MetaFs>> Mount(Device* device, const MetaFsLayout& layout);
+  static Result<std::unique_ptr<MetaFs>> Mount(Device* device, const MetaFsLayout& layout,
+                                               Damage damage = Damage::kRefuse);
   // Replays it without writing anything; changes fail with EROFS.
-  static Result<std::unique_ptr<MetaFs>> MountReadOnly(Device* device, const MetaFsLayout& layout);
+  static Result<std::unique_ptr<MetaFs>> MountReadOnly(Device* device, const MetaFsLayout& layout,
+                                                       Damage damage = Damage::kRefuse);
   MetaFs(const MetaFs&) = delete;
   MetaFs& operator=(const MetaFs&) = delete;
   ~MetaFs();
@@ -91,6 +98,8 @@ class MetaFs {
   // free block run in metadata segments. Returns the bytes discarded.
   Result<uint64_t> TrimFree();
   MetaFsUsage Usage() const;
+  // What a Damage::kRollBack mount rolled back (empty when nothing was).
+  const std::string& rolled_back() const { return rolled_back_; }
   uint64_t segment_count() const;
   // Every segment's use (for check).
   std::vector<SegmentUse> SegmentUses() const;
@@ -123,7 +132,7 @@ class MetaFs {
   struct FileState;
   MetaFs(Device* device, const MetaFsLayout& layout);
 
-  Status Replay(bool read_only);
+  Status Replay(bool read_only, bool roll_back);
   Status StartJournal(uint64_t generation);
   // Appends one record to the journal (mu_ held).
   Status Journal(uint8_t type, const std::string& payload);
@@ -138,7 +147,8 @@ class MetaFs {
   Result<uint32_t> TakeFreeSegment();
   void ReleaseEmptyMetaSegments();
   void DropFile(uint64_t id);  // mu_ held: frees its blocks once unused
-  Status WriteRoot(uint64_t generation, const Extent& first);
+  // Writes the next root (alternating slots; not synced).
+  Status WriteRoot(uint64_t generation, const Extent& first, uint64_t synced_records);
 
   friend class File;
   Device* const device_;
@@ -167,7 +177,9 @@ class MetaFs {
   uint64_t journal_end_ = 0;     // end of the current extent
   uint64_t journal_bytes_ = 0;
   uint64_t journal_records_ = 0;  // records of the current generation so far
-  uint64_t synced_marker_ = 0;    // journal_records_ after the last sync marker
+  uint64_t root_sequence_ = 0;    // of the last root written
+  uint64_t root_synced_ = 0;      // records the last root says a sync covered
+  std::string rolled_back_;       // set once by Replay
   std::string tail_;             // bytes of the journal's current block, before journal_pos_
   uint64_t tail_offset_ = 0;     // device offset of tail_[0] (block aligned)
   bool compacting_ = false;
@@ -180,10 +192,10 @@ class MetaFs::File {
  public:
   ~File();
   uint64_t size() const;
-  // Appends (buffered; Flush writes the buffer and journals the size).
+  // Appends (buffered; Flush writes the buffer to the device).
   Status Append(std::span<const std::byte> data);
   Status Flush();
-  // Flush, then make the file's data and size durable.
+  // Flush, journal the new size, and make both durable.
   Status Sync();
   // Reads up to out.size() bytes at `offset`; returns the count (short at the end).
   Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const;

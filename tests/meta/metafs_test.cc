@@ -57,7 +57,7 @@ TEST(MetaFs, FilesSurviveARemount) {
     ASSERT_TRUE(fs->Rename("CURRENT", "CURRENT.old").ok());
     auto c = *fs->Create("tmp");
     ASSERT_TRUE(c->Append(B("new")).ok());
-    ASSERT_TRUE(c->Flush().ok());
+    ASSERT_TRUE(c->Sync().ok());
     ASSERT_TRUE(fs->Rename("tmp", "CURRENT").ok());
     ASSERT_TRUE(fs->Delete("CURRENT.old").ok());
     ASSERT_TRUE(fs->Sync().ok());
