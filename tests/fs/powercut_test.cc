@@ -18,27 +18,16 @@
 #include "qcfs/check/check.h"
 #include "qcfs/fs/volume.h"
 #include "qcfs/io/mem_device.h"
+#include "tests/testutil/mem_volume.h"
 #include "tests/testutil/volume_fixture.h"
 
 namespace qcfs {
 namespace {
 
 using testing::Bytes;
-
-// The volume owns its device; this one lends it a MemDevice that outlives it.
-class LentDevice final : public Device {
- public:
-  explicit LentDevice(MemDevice* d) : d_(d) {}
-  uint64_t size() const override { return d_->size(); }
-  const std::string& path() const override { return d_->path(); }
-  Status Submit(std::span<const IoOp> ops) override { return d_->Submit(ops); }
-  Status Sync() override { return d_->Sync(); }
-  Status Discard(uint64_t offset, uint64_t length) override { return d_->Discard(offset, length); }
-  Result<uint64_t> Grow(uint64_t size) override { return d_->Grow(size); }
-
- private:
-  MemDevice* d_;
-};
+using testing::LentDevice;
+using testing::ReadWhole;
+using testing::Resolve;
 
 uint64_t EnvOr(const char* name, uint64_t fallback) {
   const char* v = std::getenv(name);
@@ -59,22 +48,6 @@ std::string Data(std::mt19937_64& rng, size_t size) {
     }
   }
   return s;
-}
-
-// "name" or "dir/name".
-Result<Attr> Resolve(Volume* v, const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return v->Lookup(kRootIno, path);
-  QCFS_ASSIGN_OR_RETURN(auto d, v->Lookup(kRootIno, path.substr(0, slash)));
-  return v->Lookup(d.ino, path.substr(slash + 1));
-}
-
-Result<std::string> ReadWhole(Volume* v, uint64_t ino) {
-  QCFS_ASSIGN_OR_RETURN(auto a, v->GetAttr(ino));
-  std::string out(a.size, '\0');
-  QCFS_ASSIGN_OR_RETURN(size_t n, v->Read(ino, 0, std::span<std::byte>(reinterpret_cast<std::byte*>(out.data()), out.size())));
-  out.resize(n);
-  return out;
 }
 
 // What the workload has made durable, and what it may have left half done.
@@ -239,7 +212,7 @@ class Driver {
     return v_->CreateSnapshot(fmt::format("s{}", i)).ok();
   }
 
-  Result<Attr> Resolve(const std::string& path) { return qcfs::Resolve(v_, path); }
+  Result<Attr> Resolve(const std::string& path) { return testing::Resolve(v_, path); }
 
   Volume* v_;
   Model* m_;
