@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "qcfs/core/log.h"
 
@@ -96,15 +97,35 @@ nlohmann::json MountRecord::ToJson() const {
           {"uuid", uuid}, {"owner", owner},   {"closing", closing}};
 }
 
+std::optional<int64_t> JsonInt(const nlohmann::json& j, const char* key, int64_t fallback, int64_t min,
+                               int64_t max) {
+  if (!j.is_object()) return std::nullopt;
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  if (it->is_number_unsigned()) {
+    uint64_t v = it->get<uint64_t>();
+    if (v > static_cast<uint64_t>(max)) return std::nullopt;
+    return static_cast<int64_t>(v);
+  }
+  if (!it->is_number_integer()) return std::nullopt;
+  int64_t v = it->get<int64_t>();
+  if (v < min || v > max) return std::nullopt;
+  return v;
+}
+
 std::optional<MountRecord> MountRecord::FromJson(const nlohmann::json& j) {
   try {
     MountRecord r;
-    r.pid = j.at("pid").get<pid_t>();
+    // pid is required (the fallback 0 is refused); owner defaults to root.
+    const int64_t pid = JsonInt(j, "pid", 0, 1, std::numeric_limits<pid_t>::max()).value_or(0);
+    const int64_t owner = JsonInt(j, "owner", 0, 0, std::numeric_limits<uid_t>::max()).value_or(-1);
+    if (pid == 0 || owner < 0) return std::nullopt;
+    r.pid = static_cast<pid_t>(pid);
     r.device = j.at("device").get<std::string>();
     r.mountpoint = j.at("mountpoint").get<std::string>();
     r.socket = j.at("socket").get<std::string>();
     r.uuid = j.value("uuid", "");
-    r.owner = j.value("owner", 0u);
+    r.owner = static_cast<uid_t>(owner);
     r.closing = j.value("closing", false);
     return r;
   } catch (const nlohmann::json::exception&) {
@@ -314,7 +335,10 @@ Result<nlohmann::json> ControlCall(const std::string& socket_path, const nlohman
   auto response = nlohmann::json::parse(line, nullptr, false);
   if (response.is_discarded()) return Status::Error(EPROTO, "malformed answer from the daemon");
   if (response.is_object() && response.contains("error")) {
-    return Status::Error(response.value("errno", EIO), response["error"].get<std::string>());
+    const auto code = JsonInt(response, "errno", EIO, 1, 4095);
+    const auto& error = response["error"];
+    if (!code || !error.is_string()) return Status::Error(EPROTO, "malformed error answer from the daemon");
+    return Status::Error(static_cast<int>(*code), error.get<std::string>());
   }
   return response;
 }

@@ -47,6 +47,12 @@ struct MountRecord {
   static std::optional<MountRecord> FromJson(const nlohmann::json& j);
 };
 
+// The integer at `key` of a JSON object, or `fallback` when the key is
+// absent; nullopt when the value is not an integer within [min, max] (a
+// float, a string, out of range), so that no bytes from a peer or a file
+// can make a conversion overflow.
+std::optional<int64_t> JsonInt(const nlohmann::json& j, const char* key, int64_t fallback, int64_t min, int64_t max);
+
 // Writes the record of a mount (and creates the runtime directory).
 Status RegisterMount(const MountRecord& record);
 // Removes it (unless a newer mount on the same mountpoint replaced it).

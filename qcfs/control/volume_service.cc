@@ -5,6 +5,8 @@
 
 #include <chrono>
 
+#include "qcfs/control/control.h"
+
 namespace qcfs {
 namespace {
 
@@ -157,9 +159,12 @@ nlohmann::json Serve(Volume* volume, const nlohmann::json& request) {
     return {{"trimmed_bytes", r->trimmed_bytes}, {"segments_cleaned", r->segments_cleaned}, {"elapsed_us", us}};
   }
   if (op == "resize") {
-    uint64_t size = request.value("size", uint64_t{0});
-    if (uint64_t by = request.value("grow_by", uint64_t{0}); by != 0) size = volume->superblock().device_size + by;
-    auto r = volume->Resize(size);
+    constexpr int64_t kMax = int64_t{1} << 60;  // far beyond any device
+    auto size = JsonInt(request, "size", 0, 0, kMax);
+    auto by = JsonInt(request, "grow_by", 0, 0, kMax);
+    if (!size || !by) return ErrorJson(Status::Error(EINVAL, "resize: size and grow_by must be byte counts"));
+    if (*by != 0) size = static_cast<int64_t>(volume->superblock().device_size) + *by;
+    auto r = volume->Resize(static_cast<uint64_t>(*size));
     if (!r.ok()) return ErrorJson(r.status());
     auto info = volume->Info();
     return {{"old_bytes", r->old_bytes},

@@ -15,6 +15,7 @@ namespace {
 constexpr uint64_t kBlock = 4096;
 constexpr char kRootMagic[8] = {'Q', 'C', 'F', 'S', 'M', 'E', 'T', 'A'};
 constexpr uint64_t kJournalExtent = 1ull << 20;  // journal grows by this much
+constexpr uint64_t kMaxJournalExtent = 64ull << 20;  // no journal extent is larger (a segment at most)
 constexpr uint64_t kRecordOverhead = 4 + 1 + 8 + 8;
 constexpr uint64_t kNextReserve = kRecordOverhead + 16;  // room for a "continue at" record
 constexpr uint64_t kCompactAt = 8ull << 20;              // journal bytes before a rewrite
@@ -251,6 +252,8 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
     const char* p = block.data();
     if (std::memcmp(p, kRootMagic, 8) != 0 || LoadLE64(p + 64) != XXH3_64bits(p, 64)) continue;
     if (std::memcmp(p + 32, layout_.uuid.data(), 16) != 0) continue;
+    // Generations start at 1 and a mount starts the next one.
+    if (LoadLE64(p + 8) == 0 || LoadLE64(p + 8) == UINT64_MAX) continue;
     ++valid;
     if (LoadLE64(p + 56) > sequence) {
       sequence = LoadLE64(p + 56);
@@ -264,8 +267,14 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
   }
   if (valid == 1) Log(LogLevel::kWarning, "one of the two metadata roots is damaged; using the other");
   root_sequence_ = sequence;
-  if (first.offset < layout_.data_offset || first.offset + first.length > layout_.SegmentOffset(0) +
-                                                                         layout_.segment_count * layout_.segment_size) {
+  // An extent a record names: whole blocks inside the segment area (no
+  // overflow), and for the journal at most 64 MiB.
+  const uint64_t area_end = layout_.SegmentOffset(0) + layout_.segment_count * layout_.segment_size;
+  auto valid_extent = [&](uint64_t offset, uint64_t length) {
+    return offset % kBlock == 0 && length % kBlock == 0 && length > 0 && offset >= layout_.data_offset &&
+           offset <= area_end && length <= area_end - offset;
+  };
+  if (!valid_extent(first.offset, first.length) || first.length > kMaxJournalExtent) {
     return Status::Error(EUCLEAN, "the metadata root points outside the device");
   }
   generation_ = generation;
@@ -314,7 +323,9 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
       case kFileCreate: {
         uint64_t id;
         std::string_view name;
-        ok = d.Varint(&id) && d.String(&name);
+        // An id is created once per generation's state: a second create of
+        // a live id would leave two names for one file.
+        ok = d.Varint(&id) && d.String(&name) && !files_.contains(id);
         if (ok) {
           auto it = names_.find(std::string(name));
           if (it != names_.end()) files_.erase(it->second);
@@ -355,7 +366,7 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
       }
       case kFileExtent: {
         uint64_t id, off, length;
-        ok = d.Varint(&id) && d.Varint(&off) && d.Varint(&length);
+        ok = d.Varint(&id) && d.Varint(&off) && d.Varint(&length) && valid_extent(off, length);
         auto it = files_.find(id);
         if (ok && it != files_.end()) {
           it->second->extents.push_back({off, length});
@@ -383,7 +394,11 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
       }
       case kJournalNext: {
         uint64_t off, length;
-        ok = d.Varint(&off) && d.Varint(&length) && length >= kBlock && length <= (64ull << 20);
+        ok = d.Varint(&off) && d.Varint(&length) && valid_extent(off, length) && length <= kMaxJournalExtent;
+        // The journal never continues into itself (replay would loop).
+        for (size_t i = 0; ok && i < journal_.size(); ++i) {
+          ok = off + length <= journal_[i].offset || off >= journal_[i].offset + journal_[i].length;
+        }
         if (ok) {
           current = {off, length};
           journal_.push_back(current);

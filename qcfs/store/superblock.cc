@@ -78,10 +78,11 @@ Result<Superblock> Superblock::Decode(std::string_view block) {
   sb.created_ns = static_cast<int64_t>(LoadLE64(p + 88));
   auto pow2 = [](uint64_t v) { return v != 0 && (v & (v - 1)) == 0; };
   if (block_size != kBlockSize || !pow2(sb.chunk_size) || sb.chunk_size < 4096 || sb.chunk_size > (1u << 20) ||
-      !pow2(sb.segment_size) || sb.segment_size < 2 * sb.chunk_size || sb.data_offset % kBlockSize != 0 ||
-      sb.data_offset < 2 * kBlockSize || static_cast<uint8_t>(sb.compression.codec) > 2 ||
-      sb.segment_count > (1ull << 32) ||
-      sb.data_offset + sb.segment_count * uint64_t{sb.segment_size} > sb.device_size) {
+      !pow2(sb.segment_size) || sb.segment_size > (1u << 30) || sb.segment_size < 2 * sb.chunk_size ||
+      sb.data_offset % kBlockSize != 0 || sb.data_offset < kMetaRootOffset + 2 * kBlockSize ||
+      static_cast<uint8_t>(sb.compression.codec) > 2 || sb.segment_count > (1ull << 32) ||
+      sb.data_offset > sb.device_size ||
+      sb.segment_count > (sb.device_size - sb.data_offset) / sb.segment_size) {
     return Status::Error(EUCLEAN, "QCFS superblock holds an impossible geometry");
   }
   return sb;
