@@ -239,6 +239,29 @@ TEST(Posix, SharedMmapWritesReachTheFile) {
   EXPECT_EQ(back[0], 'x');
 }
 
+// A page written back from a shared mapping of an O_APPEND descriptor goes
+// to its own offset: O_APPEND moves write(2), not writeback.
+TEST(Posix, MmapWritebackThroughAnAppendHandleWritesAtItsOffset) {
+  MountedVolume v;
+  WriteFile(v.Path("m"), std::string(1 << 20, 'x'));
+  {
+    UniqueFd fd(::open(v.Path("m").c_str(), O_RDWR | O_APPEND));
+    void* p = ::mmap(nullptr, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    ASSERT_NE(p, MAP_FAILED);
+    std::memcpy(static_cast<char*>(p) + 8192, "mapped", 6);
+    ASSERT_EQ(::msync(p, 1 << 20, MS_SYNC), 0);
+    ::munmap(p, 1 << 20);
+    ASSERT_EQ(::write(fd.get(), "end", 3), 3);  // and write(2) still appends
+  }
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  ASSERT_EQ(v.Mount().exit_code, 0);
+  std::string back = ReadFile(v.Path("m"));
+  ASSERT_EQ(back.size(), (1u << 20) + 3);
+  EXPECT_EQ(back.substr(8192, 6), "mapped");
+  EXPECT_EQ(back.substr(1 << 20), "end");
+  EXPECT_EQ(back[8191], 'x');
+}
+
 TEST(Posix, TimestampsFollowChanges) {
   MountedVolume v;
   WriteFile(v.Path("f"), "1");
