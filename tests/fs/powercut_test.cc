@@ -220,7 +220,7 @@ class Driver {
 };
 
 TEST(PowerCut, DurableStateSurvivesCutsWithWritesReordered) {
-  const uint64_t rounds = EnvOr("QCFS_POWERCUT_ROUNDS", 20);
+  const uint64_t rounds = EnvOr("QCFS_POWERCUT_ROUNDS", 80);
   const uint64_t seed = EnvOr("QCFS_POWERCUT_SEED", 7);
   std::mt19937_64 rng(seed);
   MemDevice dev(192ull << 20);

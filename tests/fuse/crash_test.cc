@@ -91,7 +91,12 @@ std::string Hash(const std::string& data) {
 }
 
 int Iterations() {
-  return std::getenv("QCFS_CRASH_ITERATIONS") ? std::atoi(std::getenv("QCFS_CRASH_ITERATIONS")) : 4;
+  return std::getenv("QCFS_CRASH_ITERATIONS") ? std::atoi(std::getenv("QCFS_CRASH_ITERATIONS")) : 16;
+}
+
+// QCFS_CRASH_SEED varies the workloads and the moments of the kills.
+uint64_t Seed(uint64_t fallback) {
+  return std::getenv("QCFS_CRASH_SEED") ? std::strtoull(std::getenv("QCFS_CRASH_SEED"), nullptr, 10) : fallback;
 }
 
 bool SyncDir(const std::string& dir) {
@@ -185,7 +190,7 @@ TEST(Crash, SigkillWhileADirectoryTreeChangesKeepsEverySyncedChange) {
   ASSERT_EQ(::mkdir(v.Path("tree").c_str(), 0755), 0);
   std::set<std::string> dirs{"tree"}, files;
   std::map<std::string, std::string> content;  // file -> "size hash"
-  std::mt19937_64 rng(7);
+  std::mt19937_64 rng(Seed(7));
   int verified_total = 0;
   for (int it = 0; it < Iterations(); ++it) {
     std::string manifest = v.dir().Join("tree-manifest" + std::to_string(it));
@@ -314,7 +319,8 @@ TEST(Crash, SigkillWhileADirectoryTreeChangesKeepsEverySyncedChange) {
 TEST(Crash, SigkillDuringFsyncHeavyWritesLosesNothingFsynced) {
   MountedVolume v(MountedVolume::Options{.size = 2ull << 30});
   const int iterations = Iterations();
-  std::mt19937_64 rng(42);
+  std::mt19937_64 rng(Seed(42));
+  int verified_total = 0;
   for (int it = 0; it < iterations; ++it) {
     std::string manifest = v.dir().Join("manifest" + std::to_string(it));
     ::close(::open(manifest.c_str(), O_CREAT | O_WRONLY, 0644));
@@ -358,10 +364,12 @@ TEST(Crash, SigkillDuringFsyncHeavyWritesLosesNothingFsynced) {
       ++verified;
     }
     EXPECT_GT(verified, 0);
+    verified_total += verified;
     // Later iterations start from this state.
     std::string rm = "rm -f " + v.Path("big");
     ASSERT_EQ(testing::Shell(rm).exit_code, 0);
   }
+  std::printf("file workload: %d kills, %d fsync'd files verified\n", iterations, verified_total);
   ASSERT_EQ(v.Unmount().exit_code, 0);
   auto check = v.Qcfs("check " + v.image());
   EXPECT_EQ(check.exit_code, 0) << check.output;
