@@ -2,9 +2,11 @@
 // calls one library function; this file only renders results.
 //
 // Exit codes: 0 success; 1 findings (check) or failure; 2 usage errors.
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -16,6 +18,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/benchmark.h"
 #include "qcfs/check/check.h"
 #include "qcfs/control/control.h"
 #include "qcfs/control/volume_service.h"
@@ -447,6 +450,41 @@ int RunCheck(const std::string& device, bool repair, bool json, bool full, bool 
   return rep.clean() ? 0 : 1;
 }
 
+// ---------------------------------------------------------------- benchmark
+
+std::atomic<bool> g_benchmark_cancel{false};
+
+int RunBenchmarkCommand(const std::string& target, bool json, const std::string& size, bool quick,
+                        const std::string& jobs) {
+  BenchmarkOptions o = quick ? BenchmarkOptions::Quick() : BenchmarkOptions();
+  o.mountpoint = target;
+  if (!size.empty()) {
+    auto s = ParseSize(size);
+    if (!s.ok()) return Fail(s.status().WithContext("--size"));
+    o.seq_size = *s;
+    o.rand_size = *s / 2;
+  }
+  if (!jobs.empty()) {
+    auto j = ParseJobList(jobs);
+    if (!j.ok()) return Fail(j.status().WithContext("--jobs"));
+    o.jobs = *j;
+  }
+  // Ctrl-C stops the running job; the temporary directory is removed.
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_benchmark_cancel = true; };
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  o.cancel = &g_benchmark_cancel;
+  o.progress = [](size_t i, size_t n, const std::string& name) {
+    fmt::print(stderr, "[{}/{}] {}\n", i + 1, n, name);
+  };
+  auto r = RunBenchmark(o);
+  if (!r.ok()) return Fail(r.status());
+  if (json) fmt::print("{}\n", BenchmarkJson(*r).dump(2));
+  else fmt::print("{}", BenchmarkSummary(*r));
+  return 0;
+}
+
 }  // namespace
 }  // namespace qcfs
 
@@ -456,7 +494,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   if (std::string_view(argv[0]).ends_with("umount.fuse.qcfs")) return RunUmountHelper(args);
   static const std::vector<std::string> kCommands = {"mkfs",  "mount",  "umount", "info",
-                                                     "check", "snapshot", "trim", "resize", "help"};
+                                                     "check", "snapshot", "trim", "resize", "benchmark", "help"};
   if (args.size() >= 3 && args[1][0] != '-' &&
       std::find(kCommands.begin(), kCommands.end(), args[1]) == kCommands.end()) {
     args.insert(args.begin() + 1, "mount");
@@ -548,6 +586,24 @@ int main(int argc, char** argv) {
                      "extended to it.");
   resize->add_flag("--json", rs_json, "Machine-readable output");
 
+  auto* bench =
+      app.add_subcommand("benchmark", "Measure a mounted volume: sequential, random 4K and metadata jobs (needs fio)");
+  std::string bm_target, bm_size, bm_jobs;
+  bool bm_json = false, bm_quick = false;
+  bench->add_option("mountpoint", bm_target, "Mounted QCFS volume")->required();
+  bench->add_option("--size", bm_size,
+                    "Size of the sequential jobs' file (default 2G; the random jobs use two files of half that)");
+  bench->add_flag("--quick", bm_quick, "Small sizes, a few minutes: 256M sequential, 2 x 128M random for 5 s, "
+                                       "2,000 files");
+  bench->add_option("--jobs", bm_jobs, "Comma-separated jobs to run (default: all; see below)");
+  bench->add_flag("--json", bm_json, "Machine-readable output");
+  bench->footer(
+      "Jobs: seqwrite, seqwrite-compressible, seqwrite-dedup, seqread, randread,\n"
+      "randread-direct, randwrite, randrw, metadata, treecopy (cp -a /usr/include).\n"
+      "They run in a temporary directory under the mountpoint, removed afterwards;\n"
+      "as root the kernel's caches are dropped before each. bench/compare.sh runs\n"
+      "the same jobs on ext4 and libfuse's passthrough_ll too.");
+
   try {
     std::vector<std::string> rev(args.rbegin(), args.rend() - 1);
     app.parse(rev);
@@ -586,5 +642,6 @@ int main(int argc, char** argv) {
   if (*snapshot) return RunSnapshot(sn_action, sn_target, sn_names, sn_json, sn_chunks);
   if (*trim) return RunTrim(tr_target, tr_json);
   if (*resize) return RunResize(rs_target, rs_size, rs_json);
+  if (*bench) return RunBenchmarkCommand(bm_target, bm_json, bm_size, bm_quick, bm_jobs);
   return 2;
 }
