@@ -232,7 +232,7 @@ man_options() {
     section == "SYNOPSIS" && /^       qcfs / {
       sub_ = $2
       if (sub_ ~ /^\[/) sub_ = "-"
-      else if (sub_ !~ /^(mkfs|mount|umount|info|check|snapshot|trim|resize)$/) sub_ = "mount"
+      else if (sub_ !~ /^(mkfs|mount|umount|info|check|snapshot|trim|resize|benchmark)$/) sub_ = "mount"
     }
     section == "SYNOPSIS" && /^       / {
       s = $0
@@ -258,7 +258,7 @@ if ! have man && ! have groff; then
   skip "the page against --help (needs man or groff to render it)"
 else
   documented="$(man_options)"
-  for sub in "" mkfs mount umount info check snapshot trim resize; do
+  for sub in "" mkfs mount umount info check snapshot trim resize benchmark; do
     cli="$(cli_options "$sub")"
     [[ -n $cli ]] || fail "no options parsed from qcfs $sub --help"
     key="${sub:--}"
@@ -316,7 +316,9 @@ expect_completion "qcfs res" resize
 expect_completion "qcfs trim /mnt --j" --json
 expect_completion "qcfs resize img --si" --size
 expect_completion "qcfs resize img --size +1" +10G
-for sub in mkfs mount umount info check snapshot trim resize; do
+expect_completion "qcfs bench" benchmark
+expect_completion "qcfs benchmark /mnt --jobs seqwrite,randr" seqwrite,randread-direct
+for sub in mkfs mount umount info check snapshot trim resize benchmark; do
   offered="$(complete_line "qcfs $sub -" | tr ' ' '\n' | sort -u)"
   [[ $offered == "$(cli_options "$sub")" ]] || fail "'qcfs $sub -' offers $(tr '\n' ' ' <<<"$offered")"
 done
