@@ -21,6 +21,7 @@
 #include "qcfs/meta/metafs.h"
 #include "qcfs/meta/schema.h"
 #include "qcfs/store/internal/record.h"
+#include "tests/testutil/env.h"
 #include "tests/testutil/mem_volume.h"
 #include "tests/testutil/temp_dir.h"
 #include "tests/testutil/volume_fixture.h"
@@ -29,16 +30,12 @@ namespace qcfs {
 namespace {
 
 using testing::Bytes;
+using testing::EnvOr;
 using testing::LentDevice;
 using testing::ReadWhole;
 using testing::Resolve;
 
 constexpr uint32_t kChunk = 16 << 10;
-
-uint64_t EnvOr(const char* name, uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
-}
 
 std::string Content(std::mt19937_64& rng, size_t size, bool text) {
   std::string s(size, '\0');

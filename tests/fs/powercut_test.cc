@@ -18,6 +18,7 @@
 #include "qcfs/check/check.h"
 #include "qcfs/fs/volume.h"
 #include "qcfs/io/mem_device.h"
+#include "tests/testutil/env.h"
 #include "tests/testutil/mem_volume.h"
 #include "tests/testutil/volume_fixture.h"
 
@@ -25,14 +26,10 @@ namespace qcfs {
 namespace {
 
 using testing::Bytes;
+using testing::EnvOr;
 using testing::LentDevice;
 using testing::ReadWhole;
 using testing::Resolve;
-
-uint64_t EnvOr(const char* name, uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
-}
 
 std::string Data(std::mt19937_64& rng, size_t size) {
   std::string s(size, '\0');

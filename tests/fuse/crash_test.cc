@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "qcfs/core/fingerprint.h"
+#include "tests/testutil/env.h"
 #include "tests/testutil/mounted_volume.h"
 
 namespace qcfs {
@@ -90,14 +91,10 @@ std::string Hash(const std::string& data) {
   }
 }
 
-int Iterations() {
-  return std::getenv("QCFS_CRASH_ITERATIONS") ? std::atoi(std::getenv("QCFS_CRASH_ITERATIONS")) : 16;
-}
+int Iterations() { return static_cast<int>(testing::EnvOr("QCFS_CRASH_ITERATIONS", 16)); }
 
 // QCFS_CRASH_SEED varies the workloads and the moments of the kills.
-uint64_t Seed(uint64_t fallback) {
-  return std::getenv("QCFS_CRASH_SEED") ? std::strtoull(std::getenv("QCFS_CRASH_SEED"), nullptr, 10) : fallback;
-}
+uint64_t Seed(uint64_t fallback) { return testing::EnvOr("QCFS_CRASH_SEED", fallback); }
 
 bool SyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
