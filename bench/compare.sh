@@ -136,6 +136,7 @@ cleanup() {
   local rc=$? t m
   set +e
   trap - EXIT INT TERM
+  ((rc == 130 || rc == 143)) && log "interrupted: removing the mounts"
   for t in "${!pt_pid[@]}"; do
     m="$work/$t/mnt"
     if mountpoint -q "$m"; then fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m"; fi
@@ -297,6 +298,15 @@ failed() {
 
 delta() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
 
+# fio catches SIGINT and exits normally (status 128), and then bash does
+# not run its own INT trap: a Ctrl-C during fio is recognised here.
+fio_ok() { # fio ARGS...: fio's status; exits the script when fio was interrupted
+  local rc=0
+  fio "$@" || rc=$?
+  ((rc == 128)) && exit 130
+  return "$rc"
+}
+
 run_phase() { # TARGET JOB REP
   local t="$1" job="$2" rep="$3" dir out cpu0 cpu1 t0 t1 t2 jobfile
   dir="$(dir_of "$t")"
@@ -335,7 +345,7 @@ run_phase() { # TARGET JOB REP
     *)
       jobfile="$root/bench/fio/$job.fio"
       if [[ $job == seqread || ($job == rand* && -z ${laid_out[$t]:-}) ]]; then
-        if ! fio --create_only=1 "$jobfile" >"$out.layout" 2>&1; then
+        if ! fio_ok --create_only=1 "$jobfile" >"$out.layout" 2>&1; then
           failed "$t" "$job" "$rep" "laying out: $(grep -m1 -i err "$out.layout" || tail -1 "$out.layout")"
           return 0
         fi
@@ -343,8 +353,8 @@ run_phase() { # TARGET JOB REP
       fi
       settle
       cpu0="$(cpu_of "$t")"
-      if ! fio --output-format=json --output="$out.json" "$jobfile" >/dev/null 2>"$out.err"; then
-        failed "$t" "$job" "$rep" "fio: $(grep -m1 -i err "$out.err" || tail -1 "$out.err")"
+      if ! fio_ok --output-format=json --output="$out.json" "$jobfile" >/dev/null 2>"$out.err"; then
+        failed "$t" "$job" "$rep" "fio: $(cat "$out.err" "$out.json" 2>/dev/null | grep -m1 -i 'err\|fio:' || echo "exit status $?")"
         [[ $job == rand* ]] || rm -f "$dir/$job.dat"
         return 0
       fi
