@@ -14,8 +14,10 @@
 namespace qcfs {
 namespace {
 
+using testing::Names;
 using testing::RandomBytes;
 using testing::TestVolume;
+using testing::Walk;
 
 const Caller kRoot{0, 0};
 
@@ -25,40 +27,10 @@ uint64_t SnapRoot(Volume* v, const std::string& name) {
   return a.ok() ? a->ino : 0;
 }
 
+// The content of a file, or the error in angle brackets (for EXPECT_EQ).
 std::string ReadView(Volume* v, uint64_t ino) {
-  auto a = v->GetAttr(ino);
-  if (!a.ok()) return "<" + a.status().ToString() + ">";
-  std::string out(a->size, '\0');
-  auto n = v->Read(ino, 0, std::span<std::byte>(reinterpret_cast<std::byte*>(out.data()), out.size()));
-  if (!n.ok()) return "<" + n.status().ToString() + ">";
-  out.resize(*n);
-  return out;
-}
-
-// Follows a path from `root` (live or a snapshot's root).
-Result<Attr> Walk(Volume* v, uint64_t root, const std::string& path) {
-  uint64_t cur = root;
-  Result<Attr> a = v->GetAttr(root);
-  size_t pos = 0;
-  while (pos < path.size()) {
-    size_t slash = path.find('/', pos);
-    std::string part = path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
-    pos = slash == std::string::npos ? path.size() : slash + 1;
-    if (part.empty()) continue;
-    a = v->Lookup(cur, part);
-    if (!a.ok()) return a;
-    cur = a->ino;
-  }
-  return a;
-}
-
-std::vector<std::string> Names(Volume* v, uint64_t dir) {
-  std::vector<std::string> names;
-  EXPECT_TRUE(v->ReadDir(dir, "", [&](const DirEntry& e) {
-                 names.push_back(e.name);
-                 return true;
-               }).ok());
-  return names;
+  auto r = testing::ReadWhole(v, ino);
+  return r.ok() ? *r : "<" + r.status().ToString() + ">";
 }
 
 TEST(Snapshot, ViewShowsTheTreeAsItWas) {

@@ -13,18 +13,10 @@
 namespace qcfs {
 namespace {
 
+using testing::Names;
 using testing::TestVolume;
 
 const Caller kRoot{0, 0};
-
-std::vector<std::string> List(Volume* v, uint64_t dir) {
-  std::vector<std::string> names;
-  EXPECT_TRUE(v->ReadDir(dir, "", [&](const DirEntry& e) {
-                 names.push_back(e.name);
-                 return true;
-               }).ok());
-  return names;
-}
 
 TEST(Volume, FreshVolumeHasAnEmptyRoot) {
   TestVolume v;
@@ -32,7 +24,7 @@ TEST(Volume, FreshVolumeHasAnEmptyRoot) {
   ASSERT_TRUE(root.ok());
   EXPECT_TRUE(S_ISDIR(root->mode));
   EXPECT_EQ(root->nlink, 2u);
-  EXPECT_TRUE(List(v.get(), kRootIno).empty());
+  EXPECT_TRUE(Names(v.get(), kRootIno).empty());
 }
 
 TEST(Volume, CreateLookupAndListSurviveReopen) {
@@ -49,7 +41,7 @@ TEST(Volume, CreateLookupAndListSurviveReopen) {
   EXPECT_EQ(v.ReadAll(f), "hello");
   EXPECT_EQ(*v->Readlink(v->Lookup(kRootIno, "link")->ino), "docs/a.txt");
   EXPECT_TRUE(S_ISFIFO(v->Lookup(kRootIno, "fifo")->mode));
-  EXPECT_EQ(List(v.get(), kRootIno), (std::vector<std::string>{"docs", "fifo", "link"}));
+  EXPECT_EQ(Names(v.get(), kRootIno), (std::vector<std::string>{"docs", "fifo", "link"}));
   EXPECT_EQ(v->GetAttr(kRootIno)->nlink, 3u);
 }
 

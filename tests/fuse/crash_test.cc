@@ -103,6 +103,18 @@ bool SyncDir(const std::string& dir) {
   return ::close(fd) == 0 && ok;
 }
 
+// Lets the workload in `child` run for `delay_us`, kills the daemon (the
+// workload ends with its mount), then checks the volume and mounts it again.
+void KillCheckAndRemount(MountedVolume& v, pid_t child, useconds_t delay_us, int iteration) {
+  ::usleep(delay_us);
+  v.KillDaemon();
+  int status;
+  ::waitpid(child, &status, 0);
+  auto check = v.Qcfs("check " + v.image());
+  ASSERT_EQ(check.exit_code, 0) << "iteration " << iteration << ": " << check.output;
+  ASSERT_EQ(v.Mount().exit_code, 0);
+}
+
 std::string Parent(const std::string& path) { return path.substr(0, path.rfind('/')); }
 
 bool Under(const std::string& path, const std::string& dir) {
@@ -195,14 +207,7 @@ TEST(Crash, SigkillWhileADirectoryTreeChangesKeepsEverySyncedChange) {
     const uint64_t seed = rng();
     pid_t child = ::fork();
     if (child == 0) TreeWorkload(v.mnt(), manifest, seed, dirs, files);
-    ::usleep(static_cast<useconds_t>(200000 + rng() % 800000));
-    v.KillDaemon();
-    int status;
-    ::waitpid(child, &status, 0);
-
-    auto check = v.Qcfs("check " + v.image());
-    ASSERT_EQ(check.exit_code, 0) << "iteration " << it << ": " << check.output;
-    ASSERT_EQ(v.Mount().exit_code, 0);
+    ASSERT_NO_FATAL_FAILURE(KillCheckAndRemount(v, child, static_cast<useconds_t>(200000 + rng() % 800000), it));
 
     // Replay the manifest's completed changes on the model; the one in
     // flight at the kill (if any) leaves its paths uncertain.
@@ -323,14 +328,7 @@ TEST(Crash, SigkillDuringFsyncHeavyWritesLosesNothingFsynced) {
     ::close(::open(manifest.c_str(), O_CREAT | O_WRONLY, 0644));
     pid_t child = ::fork();
     if (child == 0) Workload(v.mnt(), manifest, rng());
-    ::usleep(static_cast<useconds_t>(300000 + rng() % 900000));
-    v.KillDaemon();
-    int status;
-    ::waitpid(child, &status, 0);
-
-    auto check = v.Qcfs("check " + v.image());
-    ASSERT_EQ(check.exit_code, 0) << "iteration " << it << ": " << check.output;
-    ASSERT_EQ(v.Mount().exit_code, 0);
+    ASSERT_NO_FATAL_FAILURE(KillCheckAndRemount(v, child, static_cast<useconds_t>(300000 + rng() % 900000), it));
     // The last durable state of every file in the manifest; files being
     // rewritten at the crash may hold anything between old and new, but the
     // appended file must still start with everything fsync'd before.

@@ -14,19 +14,11 @@
 namespace qcfs {
 namespace {
 
+using testing::ListDir;
 using testing::MountedVolume;
 using testing::RandomBytes;
 using testing::ReadFile;
 using testing::WriteFile;
-
-std::set<std::string> ListDir(const std::string& path) {
-  std::set<std::string> names;
-  DIR* d = ::opendir(path.c_str());
-  if (d == nullptr) return names;
-  while (dirent* e = ::readdir(d)) names.insert(e->d_name);
-  ::closedir(d);
-  return names;
-}
 
 TEST(SnapshotMount, BrowseReadOnlyAndHidden) {
   MountedVolume v;

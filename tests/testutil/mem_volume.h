@@ -7,6 +7,7 @@
 
 #include "qcfs/fs/volume.h"
 #include "qcfs/io/mem_device.h"
+#include "tests/testutil/volume_fixture.h"  // Resolve, ReadWhole
 
 namespace qcfs::testing {
 
@@ -24,10 +25,5 @@ class LentDevice final : public Device {
  private:
   MemDevice* d_;
 };
-
-// "name" or "dir/name" below the root.
-Result<Attr> Resolve(Volume* v, const std::string& path);
-// The whole content of a file.
-Result<std::string> ReadWhole(Volume* v, uint64_t ino);
 
 }  // namespace qcfs::testing

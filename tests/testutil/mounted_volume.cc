@@ -1,5 +1,6 @@
 #include "tests/testutil/mounted_volume.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -14,6 +15,15 @@
 #include "qcfs/control/control.h"
 
 namespace qcfs::testing {
+
+std::set<std::string> ListDir(const std::string& path) {
+  std::set<std::string> names;
+  DIR* d = ::opendir(path.c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = ::readdir(d)) names.insert(e->d_name);
+  ::closedir(d);
+  return names;
+}
 
 CommandResult Shell(const std::string& command) {
   CommandResult r;

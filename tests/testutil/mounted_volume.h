@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <set>
 #include <string>
 
 #include "tests/testutil/temp_dir.h"
@@ -15,6 +16,9 @@ struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr
 };
+
+// The names in a directory, "." and ".." included (empty if it cannot be read).
+std::set<std::string> ListDir(const std::string& path);
 
 // Runs a shell command and captures its output.
 CommandResult Shell(const std::string& command);

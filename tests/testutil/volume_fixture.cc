@@ -58,4 +58,40 @@ void TestVolume::WriteAt(uint64_t ino, uint64_t offset, const std::string& data)
   ASSERT_EQ(*n, data.size());
 }
 
+Result<Attr> Walk(Volume* v, uint64_t root, const std::string& path) {
+  uint64_t cur = root;
+  Result<Attr> a = v->GetAttr(root);
+  size_t pos = 0;
+  while (pos < path.size()) {
+    size_t slash = path.find('/', pos);
+    std::string part = path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+    pos = slash == std::string::npos ? path.size() : slash + 1;
+    if (part.empty()) continue;
+    a = v->Lookup(cur, part);
+    if (!a.ok()) return a;
+    cur = a->ino;
+  }
+  return a;
+}
+
+Result<Attr> Resolve(Volume* v, const std::string& path) { return Walk(v, kRootIno, path); }
+
+Result<std::string> ReadWhole(Volume* v, uint64_t ino) {
+  QCFS_ASSIGN_OR_RETURN(auto a, v->GetAttr(ino));
+  std::string out(a.size, '\0');
+  QCFS_ASSIGN_OR_RETURN(size_t n,
+                        v->Read(ino, 0, std::span<std::byte>(reinterpret_cast<std::byte*>(out.data()), out.size())));
+  out.resize(n);
+  return out;
+}
+
+std::vector<std::string> Names(Volume* v, uint64_t dir) {
+  std::vector<std::string> names;
+  EXPECT_TRUE(v->ReadDir(dir, "", [&](const DirEntry& e) {
+                 names.push_back(e.name);
+                 return true;
+               }).ok());
+  return names;
+}
+
 }  // namespace qcfs::testing

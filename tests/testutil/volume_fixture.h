@@ -4,6 +4,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "qcfs/fs/volume.h"
 #include "tests/testutil/temp_dir.h"
@@ -39,6 +40,15 @@ class TestVolume {
   VolumeOptions options_;
   std::unique_ptr<Volume> volume_;
 };
+
+// Follows a path ("a/b/c") from `root` (the live root or a snapshot's).
+Result<Attr> Walk(Volume* v, uint64_t root, const std::string& path);
+// "name" or "dir/.../name" below the live root.
+Result<Attr> Resolve(Volume* v, const std::string& path);
+// The whole content of a file.
+Result<std::string> ReadWhole(Volume* v, uint64_t ino);
+// The names a directory lists (EXPECTs the listing to succeed).
+std::vector<std::string> Names(Volume* v, uint64_t dir);
 
 inline std::span<const std::byte> Bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
