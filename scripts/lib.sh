@@ -11,7 +11,7 @@ QCFS_BUILD_PACKAGES=(
 )
 QCFS_TEST_PACKAGES=(
   libgtest-dev libgmock-dev sqlite3 e2fsprogs xfsprogs btrfs-progs attr acl fio stress-ng dbench
-  clang-14 libfuzzer-14-dev
+  clang-14 libfuzzer-14-dev python3
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
