@@ -340,6 +340,7 @@ class Runner {
 
   // Flushes the daemon, then the kernel's caches: the next job starts cold.
   Status Settle() {
+    QCFS_RETURN_IF_ERROR(SyncMount(rec_.mountpoint));
     QCFS_RETURN_IF_ERROR(ControlCall(rec_.socket, {{"op", "sync"}}).status());
     caches_dropped_ = DropCaches();
     return Status::Ok();
@@ -350,7 +351,10 @@ class Runner {
     nlohmann::json info;
   };
   Result<Snapshot> Take(bool flush) {
-    if (flush) QCFS_RETURN_IF_ERROR(ControlCall(rec_.socket, {{"op", "sync"}}).status());
+    if (flush) {
+      QCFS_RETURN_IF_ERROR(SyncMount(rec_.mountpoint));
+      QCFS_RETURN_IF_ERROR(ControlCall(rec_.socket, {{"op", "sync"}}).status());
+    }
     Snapshot s;
     QCFS_ASSIGN_OR_RETURN(s.info, ControlCall(rec_.socket, {{"op", "info"}}));
     QCFS_ASSIGN_OR_RETURN(ProcessUsage u, ReadProcessUsage(rec_.pid));

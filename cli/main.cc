@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -89,6 +90,10 @@ Result<nlohmann::json> VolumeRequest(const std::string& target, const nlohmann::
                                      std::string* mountpoint = nullptr) {
   if (std::optional<MountRecord> rec = FindMount(target)) {
     if (mountpoint) *mountpoint = rec->mountpoint;
+    // Writes the kernel still buffers belong in a snapshot, a sync and the
+    // figures, and must not land in a tree a restore has just replaced.
+    static const std::set<std::string> kSees = {"snapshot-create", "snapshot-restore", "sync", "info"};
+    if (kSees.count(request.value("op", ""))) QCFS_RETURN_IF_ERROR(SyncMount(rec->mountpoint));
     return ControlCall(rec->socket, request);
   }
   struct stat st {};

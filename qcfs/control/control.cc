@@ -317,6 +317,15 @@ void ControlServer::Serve(int raw_fd) {
   WriteAll(fd.get(), response.dump() + "\n").IgnoreError();
 }
 
+Status SyncMount(const std::string& mountpoint) {
+  UniqueFd fd(::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return Status::Errorf(errno, "cannot open {}: {}", mountpoint, std::strerror(errno));
+  if (::syncfs(fd.get()) != 0) {
+    return Status::Errorf(errno, "writing back {}'s cached writes: {}", mountpoint, std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
 Result<nlohmann::json> ControlCall(const std::string& socket_path, const nlohmann::json& request, int timeout_ms) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;

@@ -103,4 +103,10 @@ class ControlServer {
 Result<nlohmann::json> ControlCall(const std::string& socket_path, const nlohmann::json& request,
                                    int timeout_ms = 600000);
 
+// Has the kernel write back what it buffers for a mount (its writeback
+// cache) to the daemon: a snapshot, a sync or a figure about stored data
+// must see every write made before it. Runs in the caller's process, never
+// in the daemon's (it would wait on itself).
+Status SyncMount(const std::string& mountpoint);
+
 }  // namespace qcfs

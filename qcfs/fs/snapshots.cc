@@ -615,6 +615,14 @@ Status Volume::RunRestore(const PendingOp& op, std::vector<uint64_t>* inodes,
         else QCFS_RETURN_IF_ERROR(txn->DropRef(old_ext.fp));
       }
       if (kind == schema::kInodePrefix) {
+        // The kernel may hold the inode under its primary name even where
+        // that entry did not change: that name is forgotten too.
+        for (const auto* value : {&live, &target}) {
+          InodeRecord named;
+          if (value->has_value() && InodeRecord::Decode(**value, &named) && named.parent != 0 && !named.name.empty()) {
+            entries->emplace_back(named.parent, named.name);
+          }
+        }
         // An inode deleted while open in the snapshot is released at the next mount.
         InodeRecord rec;
         bool orphan = target.has_value() && InodeRecord::Decode(*target, &rec) && rec.nlink == 0;

@@ -66,7 +66,13 @@ Status Serve(const MountRequest& req, int ready_fd) {
     if (FuseServer* s = server_ptr.load()) s->InvalidateAttr(ino);
   };
   config.volume.on_inode_replaced = [&server_ptr](uint64_t ino) {
-    if (FuseServer* s = server_ptr.load()) s->InvalidateInode(ino);
+    FuseServer* s = server_ptr.load();
+    if (s == nullptr) return;
+    // A regular file gets a new generation: with the writeback cache the
+    // kernel would keep the old size of an inode it still holds.
+    auto a = s->volume()->GetAttr(ino);
+    if (a.ok() && S_ISREG(a->mode)) s->ReplaceInode(ino);
+    s->InvalidateInode(ino);
   };
   config.volume.on_entry_changed = [&server_ptr](uint64_t parent, const std::string& name) {
     if (FuseServer* s = server_ptr.load()) s->InvalidateEntry(parent, name);

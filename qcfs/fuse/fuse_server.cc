@@ -3,10 +3,15 @@
 
 #include <fuse3/fuse_lowlevel.h>
 #include <dirent.h>
+#include <linux/fuse.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <exception>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "qcfs/core/log.h"
@@ -46,7 +51,7 @@ fuse_entry_param Entry(fuse_req_t req, const Attr& a) {
   const MountConfig& c = Server(req)->config();
   fuse_entry_param e{};
   e.ino = a.ino;
-  e.generation = 1;
+  e.generation = Server(req)->Generation(a.ino);
   e.attr = a.ToStat();
   e.attr_timeout = c.attr_timeout;
   e.entry_timeout = c.entry_timeout;
@@ -98,22 +103,49 @@ std::vector<char>& ThreadBuffer(size_t size) {
   return buf;
 }
 
+// Marks a FUSE_WRITE whose writer lacks CAP_FSETID (the kernel's
+// FUSE_WRITE_KILL_SUIDGID) in the open flags libfuse hands to OpWrite: no
+// open flag uses the top bit.
+constexpr uint32_t kKillSetIdMark = 1u << 31;
+constexpr int kTimeBits = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                          FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME;
+
+bool InGroupOrRoot(fuse_req_t req, uint32_t gid) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->uid == 0 || ctx->gid == gid) return true;
+  gid_t groups[64];
+  int n = fuse_req_getgroups(req, 64, groups);
+  for (int i = 0; i < std::min(n, 64); ++i) {
+    if (groups[i] == gid) return true;
+  }
+  return false;
+}
+
+// Clears the set-ID bits of a regular file after a write, truncate or
+// chown by the request's caller, as Linux does: set-user-ID always,
+// set-group-ID when group execute is set or the caller is neither in the
+// file's group nor root. With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves
+// this to us and says when (`kill`); without it the kernel clears the
+// other cases itself and only a non-member's write to a set-group-ID file
+// without group execute is left to us.
+void KillSetIdBits(fuse_req_t req, uint64_t ino, bool kill) {
+  const bool v2 = Server(req)->kills_privileges();
+  if (v2 ? !kill : fuse_req_ctx(req)->uid == 0) return;
+  auto a = Vol(req)->GetAttr(ino);
+  if (!a.ok() || !S_ISREG(a->mode) || (a->mode & (S_ISUID | S_ISGID)) == 0) return;
+  uint32_t mode = a->mode;
+  if (v2) mode &= ~S_ISUID;
+  if ((mode & S_ISGID) && ((v2 && (mode & S_IXGRP)) || !InGroupOrRoot(req, a->gid))) mode &= ~S_ISGID;
+  if (mode == a->mode) return;
+  SetAttrRequest r;
+  r.mode = mode & 07777;
+  auto changed = Vol(req)->SetAttr(ino, r);
+  if (changed.ok()) Server(req)->InvalidateAttr(ino);
+}
+
 // ---------------------------------------------------------------- ops
 
-void OpInit(void* userdata, fuse_conn_info* conn) {
-  (void)userdata;
-  if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
-  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
-  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-  conn->max_write = 1 << 20;
-  conn->max_read = 0;
-  conn->max_readahead = 1 << 20;
-  conn->max_background = 64;
-  conn->congestion_threshold = 48;
-  conn->time_gran = 1;
-}
+void OpInit(void* userdata, fuse_conn_info* conn) { static_cast<FuseServer*>(userdata)->Negotiate(conn); }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guard(req, [&] { ReplyEntry(req, Vol(req)->Lookup(parent, name)); });
@@ -138,7 +170,25 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     if (to_set & FUSE_SET_ATTR_MTIME_NOW) r.mtime_ns = SetAttrRequest::kNow;
     else if (to_set & FUSE_SET_ATTR_MTIME) r.mtime_ns = internal::FromTimespec(attr->st_mtim);
     if (to_set & FUSE_SET_ATTR_CTIME) r.ctime_ns = internal::FromTimespec(attr->st_ctim);
-    ReplyAttr(req, Vol(req)->SetAttr(ino, r));
+    auto a = Vol(req)->SetAttr(ino, r);
+    if (!a.ok() && a.status().code() == ENOENT && (to_set & ~kTimeBits) == 0 && Server(req)->writeback_cache()) {
+      // The kernel writes back the times of a regular file it is about to
+      // forget, after its last name went: there is nothing left to update.
+      struct stat st {};
+      st.st_ino = ino;
+      st.st_mode = S_IFREG;
+      fuse_reply_attr(req, &st, 0);
+      return;
+    }
+    // FATTR_KILL_SUIDGID (libfuse calls the bit FUSE_SET_ATTR_KILL_SUID):
+    // a truncate or chown that must clear set-ID bits. chown(f, -1, -1)
+    // must too, but the kernel sends it as a bare ctime update.
+    const bool kill = (to_set & FATTR_KILL_SUIDGID) || to_set == FUSE_SET_ATTR_CTIME;
+    if (a.ok() && kill && Server(req)->kills_privileges()) {
+      KillSetIdBits(req, ino, true);
+      a = Vol(req)->GetAttr(ino);
+    }
+    ReplyAttr(req, a);
   });
 }
 
@@ -219,35 +269,21 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   });
 }
 
-// A write by someone outside a file's group (and not root) clears its
-// set-group-ID bit even without group execute, as on Linux; the kernel
-// clears the other set-ID cases itself before FUSE sees the write.
-void DropSetgidAfterWrite(fuse_req_t req, uint64_t ino) {
-  const fuse_ctx* ctx = fuse_req_ctx(req);
-  if (ctx->uid == 0) return;
-  auto a = Vol(req)->GetAttr(ino);
-  if (!a.ok() || (a->mode & (S_ISGID | S_IXGRP)) != S_ISGID || a->gid == ctx->gid) return;
-  gid_t groups[64];
-  int n = fuse_req_getgroups(req, 64, groups);
-  for (int i = 0; i < std::min(n, 64); ++i) {
-    if (groups[i] == a->gid) return;
-  }
-  SetAttrRequest r;
-  r.mode = a->mode & ~S_ISGID & 07777;
-  auto changed = Vol(req)->SetAttr(ino, r);
-  if (changed.ok()) Server(req)->InvalidateAttr(ino);
-}
-
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
   Guard(req, [&] {
     auto* h = reinterpret_cast<FileHandle*>(fi->fh);
     // O_APPEND writes go to the end; a page written back from mmap carries
-    // its own offset, whatever handle the kernel sends it through.
-    const bool append = h != nullptr && h->append && fi->writepage == 0;
+    // its own offset, whatever handle the kernel sends it through. With the
+    // writeback cache the kernel places every write itself.
+    const bool append = h != nullptr && h->append && fi->writepage == 0 && !Server(req)->writeback_cache();
     auto n = Vol(req)->Write(ino, static_cast<uint64_t>(off),
                              std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size), append);
+    if (!n.ok() && n.status().code() == ENOENT && fi->writepage) {
+      // Cached pages of a file deleted meanwhile: they have nowhere to go.
+      return (void)fuse_reply_write(req, size);
+    }
     if (!n.ok()) return ReplyStatus(req, n.status());
-    DropSetgidAfterWrite(req, ino);
+    KillSetIdBits(req, ino, (static_cast<uint32_t>(fi->flags) & kKillSetIdMark) != 0);
     fuse_reply_write(req, *n);
   });
 }
@@ -506,8 +542,124 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(Volume* volume, const std:
     return Status::Errorf(EIO, "cannot mount on {} (is /dev/fuse available and the mountpoint usable?)", mountpoint);
   }
   server->mounted_ = true;
+  fuse_custom_io io{};
+  io.read = &FuseServer::ReadRequest;
+  io.writev = &FuseServer::WriteReply;
+  if (int rc = fuse_session_custom_io(server->session_, &io, fuse_session_fd(server->session_)); rc != 0) {
+    return Status::Errorf(-rc, "cannot set up the FUSE session's I/O: {}", std::strerror(-rc));
+  }
+  if (!config.strict_dirty_limit) server->ApplyDirtyLimit(mountpoint);
   server->inval_thread_ = std::thread([s = server.get()] { s->InvalidationLoop(); });
   return server;
+}
+
+void FuseServer::Negotiate(fuse_conn_info* conn) {
+  if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  // Clearing set-ID bits ourselves (answered in WriteReply) is what makes
+  // the writeback cache both correct and fast: the kernel then neither
+  // asks for security.capability before every write nor decides on
+  // set-group-ID without the writer's groups.
+  killpriv_ = (kernel_flags_.load() & FUSE_HANDLE_KILLPRIV_V2) != 0;
+  const bool writeback = config_.writeback_cache && killpriv_ && (conn->capable & FUSE_CAP_WRITEBACK_CACHE) != 0;
+  if (writeback) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  writeback_cache_ = writeback;
+  conn->max_write = 1 << 20;
+  conn->max_read = 0;
+  conn->max_readahead = 1 << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  conn->time_gran = 1;
+}
+
+ssize_t FuseServer::ReadRequest(int fd, void* buf, size_t size, void* self) {
+  auto* server = static_cast<FuseServer*>(self);
+  const ssize_t n = ::read(fd, buf, size);
+  if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
+  auto* in = static_cast<fuse_in_header*>(buf);
+  const size_t body = static_cast<size_t>(n) - sizeof(fuse_in_header);
+  if (in->opcode == FUSE_INIT && body >= offsetof(fuse_init_in, flags) + sizeof(uint32_t)) {
+    fuse_init_in init{};
+    std::memcpy(&init, in + 1, std::min(body, sizeof init));
+    server->kernel_flags_ = init.flags;
+    server->init_unique_ = in->unique;
+  } else if (in->opcode == FUSE_WRITE && body >= sizeof(fuse_write_in)) {
+    auto* w = reinterpret_cast<fuse_write_in*>(in + 1);
+    if (w->write_flags & FUSE_WRITE_KILL_SUIDGID) w->flags |= kKillSetIdMark;
+  }
+  return n;
+}
+
+ssize_t FuseServer::WriteReply(int fd, struct iovec* iov, int count, void* self) {
+  auto* server = static_cast<FuseServer*>(self);
+  const uint64_t init = server->init_unique_.load();
+  if (init != 0 && count >= 2 && iov[0].iov_len >= sizeof(fuse_out_header) &&
+      iov[1].iov_len >= offsetof(fuse_init_out, flags) + sizeof(uint32_t)) {
+    auto* out = static_cast<fuse_out_header*>(iov[0].iov_base);
+    if (out->unique == init && out->error == 0) {
+      if (server->killpriv_) static_cast<fuse_init_out*>(iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
+      server->init_unique_ = 0;
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+void FuseServer::ApplyDirtyLimit(const std::string& mountpoint) {
+  // The mount's backing device is in /proc/self/mountinfo (not a stat of
+  // the mountpoint: the daemon never touches its own mount). Fields: id,
+  // parent, major:minor, root, mount point (octal escapes), ...
+  auto unescape = [](const std::string& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
+        out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
+        i += 3;
+      } else {
+        out.push_back(s[i]);
+      }
+    }
+    return out;
+  };
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, bdi;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, point;
+    fields >> id >> parent >> dev >> root >> point;
+    auto sep = line.find(" - ");
+    if (sep == std::string::npos || line.compare(sep + 3, 10, "fuse.qcfs ") != 0) continue;
+    if (unescape(point) == mountpoint) bdi = dev;  // the last one is the newest
+  }
+  if (bdi.empty()) {
+    Log(LogLevel::kInfo, "dirty page limit: {} not found in /proc/self/mountinfo; keeping the kernel's", mountpoint);
+    return;
+  }
+  auto put = [&](const char* knob, const char* value) {
+    std::ofstream f("/sys/class/bdi/" + bdi + "/" + knob);
+    f << value;
+    f.flush();
+    if (!f) Log(LogLevel::kInfo, "dirty page limit: cannot set /sys/class/bdi/{}/{} (not root?)", bdi, knob);
+    return static_cast<bool>(f);
+  };
+  // Without the strict limit the mount shares the system's limits like a
+  // kernel file system; max_ratio lets it use all of them.
+  if (put("max_ratio", "100")) put("strict_limit", "0");
+}
+
+void FuseServer::ReplaceInode(uint64_t ino) {
+  if (ino == FUSE_ROOT_ID) return;  // a root with a new generation would be marked bad
+  std::lock_guard lock(generation_mu_);
+  generations_[ino] = next_generation_++;
+}
+
+uint64_t FuseServer::Generation(uint64_t ino) {
+  std::lock_guard lock(generation_mu_);
+  if (generations_.empty()) return 1;
+  auto it = generations_.find(ino);
+  return it == generations_.end() ? 1 : it->second;
 }
 
 FuseServer::~FuseServer() {

@@ -5,18 +5,24 @@
 // from a separate thread, never from inside a request.
 #pragma once
 
+#include <sys/types.h>
+
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 
 #include "qcfs/core/status.h"
 #include "qcfs/fs/volume.h"
 #include "qcfs/fuse/mount_options.h"
 
 struct fuse_session;
+struct fuse_conn_info;
+struct iovec;
 
 namespace qcfs {
 
@@ -40,6 +46,18 @@ class FuseServer {
   void InvalidateAttr(uint64_t ino);
   void InvalidateInode(uint64_t ino);
   void InvalidateEntry(uint64_t parent, const std::string& name);
+  // A restore replaced `ino`: later lookups give it a new generation, so
+  // that the kernel drops the inode it cached (with the writeback cache the
+  // kernel trusts its own file size over ours) instead of reusing it.
+  // Descriptors still open on the old inode then fail with EIO.
+  void ReplaceInode(uint64_t ino);
+  uint64_t Generation(uint64_t ino);
+
+  // Called by libfuse at FUSE_INIT: chooses what the daemon asks for.
+  void Negotiate(::fuse_conn_info* conn);
+  // What the kernel and the daemon agreed on at FUSE_INIT.
+  bool writeback_cache() const { return writeback_cache_.load(); }
+  bool kills_privileges() const { return killpriv_.load(); }
 
   Volume* volume() const { return volume_; }
   const MountConfig& config() const { return config_; }
@@ -47,6 +65,14 @@ class FuseServer {
  private:
   FuseServer(Volume* volume, const MountConfig& config) : volume_(volume), config_(config) {}
   void InvalidationLoop();
+  // Raises the mount's dirty page limit to the system's (see MountConfig).
+  void ApplyDirtyLimit(const std::string& mountpoint);
+
+  // The session's I/O on /dev/fuse passes through these two, so that the
+  // daemon can take FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not
+  // negotiate, and see the kernel's "clear set-ID bits" flag on writes.
+  static ssize_t ReadRequest(int fd, void* buf, size_t size, void* self);
+  static ssize_t WriteReply(int fd, ::iovec* iov, int count, void* self);
 
   Volume* volume_;
   MountConfig config_;
@@ -66,6 +92,15 @@ class FuseServer {
   std::deque<Invalidation> inval_queue_;
   bool inval_stop_ = false;
   std::thread inval_thread_;
+
+  std::atomic<uint64_t> init_unique_{0};    // the FUSE_INIT request, until answered
+  std::atomic<uint64_t> kernel_flags_{0};   // what the kernel offered at FUSE_INIT
+  std::atomic<bool> writeback_cache_{false};
+  std::atomic<bool> killpriv_{false};
+
+  std::mutex generation_mu_;  // guards generations_
+  std::unordered_map<uint64_t, uint64_t> generations_;  // inodes replaced by restores; others are 1
+  uint64_t next_generation_ = 2;
 };
 
 }  // namespace qcfs

@@ -42,6 +42,10 @@ const char* MountOptionsHelp() {
          "  cache_size=SIZE          buffered write data (default 256M)\n"
          "  flush_interval=SECONDS   oldest buffered data is flushed after this (default 5)\n"
          "  discard, nodiscard       return freed space to the device (default discard)\n"
+         "  writeback_cache,         buffer writes in the kernel's page cache (default;\n"
+         "  no_writeback_cache         fsync still means durable)\n"
+         "  dirty_limit=system|fuse  dirty page limit: the system's vm.dirty_* settings\n"
+         "                             (default) or the kernel's strict FUSE default\n"
          "  snapdir=hidden|visible   list .snapshots in the root (default hidden;\n"
          "                             it is always reachable by name)\n"
          "  dev, nodev, suid, nosuid, exec, noexec, sync, async: as mount(8)\n"
@@ -93,6 +97,13 @@ Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* con
         config->volume.store.discard = true;
       } else if (key == "nodiscard") {
         config->volume.store.discard = false;
+      } else if (key == "writeback_cache") {
+        config->writeback_cache = true;
+      } else if (key == "no_writeback_cache") {
+        config->writeback_cache = false;
+      } else if (key == "dirty_limit") {
+        if (value != "system" && value != "fuse") return Status::Error(EINVAL, "dirty_limit must be system or fuse");
+        config->strict_dirty_limit = value == "fuse";
       } else if (key == "snapdir") {
         if (value != "visible" && value != "hidden") return Status::Error(EINVAL, "snapdir must be visible or hidden");
         config->volume.snapdir_visible = value == "visible";

@@ -27,6 +27,19 @@ struct MountConfig {
   // are invalidated explicitly.
   double attr_timeout = 3600;
   double entry_timeout = 3600;
+  // The kernel's page cache buffers writes (FUSE writeback cache): small
+  // and random writes complete at memory speed and reach the volume as
+  // large ones when the kernel writes back, at fsync at the latest. Used
+  // only where the kernel lets the daemon clear set-user-ID and
+  // set-group-ID bits itself (FUSE_HANDLE_KILLPRIV_V2, Linux 5.11 and
+  // later); otherwise writes go through. Default on.
+  bool writeback_cache = true;
+  // Dirty page limit of the mount. false (default): the system's
+  // vm.dirty_ratio and vm.dirty_background_ratio apply, as to a kernel
+  // file system. true: the kernel's FUSE default, a strict 1% of them,
+  // which throttles writers long before the volume is busy. Changing it
+  // needs root; the daemon keeps the default where it cannot.
+  bool strict_dirty_limit = false;
 };
 
 // Parses comma-separated option lists (each as given after one -o) into
