@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <unordered_map>
 
 #include "qcfs/core/coding.h"
@@ -108,12 +109,16 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
     QCFS_RETURN_IF_ERROR(ReserveBuffer());
     auto buf = std::make_shared<ChunkBuf>();
     buf->seq = write_seq_.fetch_add(1);
-    buf->data.assign(chunk_size_, std::byte{0});
+    buf->data.resize(chunk_size_);  // not zeroed: every byte is set below or by the write
+    size_t filled = 0;
     if (from_inflight) {
       buf->data = from_inflight->data;
+      filled = chunk_size_;
     } else if (base) {
-      std::memcpy(buf->data.data(), base->data(), std::min<size_t>(base->size(), chunk_size_));
+      filled = std::min<size_t>(base->size(), chunk_size_);
+      std::memcpy(buf->data.data(), base->data(), filled);
     }
+    if (!overwrite && filled < chunk_size_) std::memset(buf->data.data() + filled, 0, chunk_size_ - filled);
     // Bytes past the end of the file are zero in every buffer.
     const uint64_t start = index * chunk_size_;
     if (start + chunk_size_ > inode->size) {
@@ -332,7 +337,8 @@ void Volume::MaybeUpdateAtime(uint64_t ino) {
 
 // ---------------------------------------------------------------- write
 
-Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append) {
+Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append,
+                             bool keep_times) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
   if (IsView(ino)) return ReadOnlyView();
   if (data.empty()) return size_t{0};
@@ -377,8 +383,7 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
       // Extend as we go, so that a later buffer of this write is not zeroed past the old end.
       if (pos > inode->size) inode->size = pos;
     }
-    const int64_t now = internal::NowNs();
-    inode->rec.mtime_ns = inode->rec.ctime_ns = now;
+    if (!keep_times) inode->rec.mtime_ns = inode->rec.ctime_ns = internal::NowNs();
     inode->attr_dirty = true;
     if (result.ok()) break;
     if (result.code() != ENOSPC || attempt > 0) return result;
@@ -413,14 +418,42 @@ Status Volume::FlushInodes(std::vector<InodeRef> inodes) {
 }
 
 Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto) {
+  // Round k is written, synced and committed on its own thread while round
+  // k+1 is hashed and compressed: the device and the CPUs work at once.
+  // Commits stay in order, one at a time.
+  struct Round {
+    std::vector<FlushItem> items;
+    std::vector<EncodedRecord> records;
+    Status prepared;
+  };
+  std::future<Status> previous;
+  Status first;
+  auto settle = [&] {
+    if (!previous.valid()) return;
+    Status s = previous.get();
+    if (first.ok()) first = s;
+  };
   for (;;) {
     bool more = false;
-    QCFS_RETURN_IF_ERROR(FlushRound(inodes, upto, &more));
-    if (!more) return Status::Ok();
+    auto round = std::make_shared<Round>();
+    round->prepared = FlushRound(inodes, upto, &more, &round->items, &round->records);
+    settle();  // the previous round's commit comes before this one's
+    if (round->items.empty()) break;
+    if (!more || !first.ok()) {
+      // The last round, or one after a failure, is committed here.
+      Status s = CommitFlush(round->items, round->records, round->prepared);
+      if (first.ok()) first = s;
+      break;
+    }
+    previous = std::async(std::launch::async,
+                          [this, round] { return CommitFlush(round->items, round->records, round->prepared); });
   }
+  settle();
+  return first;
 }
 
-Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more) {
+Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more,
+                          std::vector<FlushItem>* out_items, std::vector<EncodedRecord>* out_records) {
   // Take chunks written up to `upto`, at most round_bytes_ of them: the
   // round's encoded records must fit the memory budget too.
   std::vector<FlushItem> items;
@@ -466,6 +499,17 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
     *more = false;
     return Status::Ok();
   }
+  // Whatever happens next, the taken chunks go to CommitFlush.
+  struct Hand {
+    std::vector<FlushItem>& items;
+    std::vector<EncodedRecord>& records;
+    std::vector<FlushItem>* out_items;
+    std::vector<EncodedRecord>* out_records;
+    ~Hand() {
+      *out_items = std::move(items);
+      *out_records = std::move(records);
+    }
+  };
 
   // 1. Fingerprints, on the pool.
   std::vector<FlushChunk*> all;
@@ -491,7 +535,8 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
   }
   auto known_or = store_->Known(distinct);
   std::vector<EncodedRecord> records;
-  if (!known_or.ok()) return CommitFlush(items, records, known_or.status());
+  Hand hand{items, records, out_items, out_records};
+  if (!known_or.ok()) return known_or.status();
   const std::vector<bool>& known = *known_or;
 
   // 3. New chunks become records: large ones on their own, small ones packed
@@ -520,7 +565,7 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
   pool_->ParallelFor(jobs.size(), [&](size_t i) {
     records[i] = jobs[i].size() == 1 ? EncodeChunk(jobs[i][0], spec) : EncodePack(jobs[i], spec);
   });
-  return CommitFlush(items, records, Status::Ok());
+  return Status::Ok();
 }
 
 Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared) {

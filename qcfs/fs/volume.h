@@ -293,8 +293,12 @@ class Volume {
   Status Release(uint64_t ino);
   // Reads up to out.size() bytes at `offset`; returns the count (short at EOF).
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out);
-  // Writes at `offset` (at the end of the file when `append`); returns the count.
-  Result<size_t> Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append = false);
+  // Writes at `offset` (at the end of the file when `append`); returns the
+  // count. Sets mtime and ctime to now unless `keep_times` (a caller such
+  // as the kernel's writeback cache that keeps the times and sets them
+  // itself).
+  Result<size_t> Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append = false,
+                       bool keep_times = false);
   // Makes the file's data and metadata durable. Reports a deferred write error.
   Status Fsync(uint64_t ino, bool datasync);
   // close(2) of one descriptor: reports a deferred write error, starts a flush.
@@ -403,8 +407,11 @@ class Volume {
   // Flushes the chunks of `inodes` written up to write sequence `upto`, in
   // rounds of at most round_bytes_. REQUIRES: every inode's flush_mu is held.
   Status FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto);
-  // One round; sets *more when chunks up to `upto` are left.
-  Status FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more);
+  // Prepares one round: takes chunks, hashes and compresses what is new.
+  // Sets *more when chunks up to `upto` are left. What it took (even on
+  // failure, which it returns) goes to CommitFlush.
+  Status FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more,
+                    std::vector<internal::FlushItem>* items, std::vector<EncodedRecord>* records);
   // Writes the new records, then commits each file's extents, or records
   // the failure (`prepared`, or the write's) as the files' write error.
   Status CommitFlush(std::vector<internal::FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared);
