@@ -45,10 +45,10 @@ size_t TrimmedLength(std::span<const std::byte> data) {
 EncodedRecord EncodeChunk(const ChunkContent& chunk, const CompressionSpec& spec) {
   EncodedRecord r;
   std::vector<std::byte> payload;
-  r.codec = Compress(spec, chunk.content, &payload);
+  r.codec = CompressOrKeep(spec, chunk.content, &payload);
   const auto raw = static_cast<uint32_t>(chunk.content.size());
   internal::RecordMember m = MemberOf(chunk.fp, raw);
-  r.bytes = internal::BuildRecord(r.codec, false, payload, raw, {&m, 1});
+  r.bytes = internal::BuildRecord(r.codec, false, r.codec == Codec::kNone ? chunk.content : payload, raw, {&m, 1});
   r.members.push_back({chunk.fp, raw, 0, static_cast<uint32_t>(r.bytes.size())});
   return r;
 }
@@ -63,9 +63,9 @@ EncodedRecord EncodePack(std::span<const ChunkContent> chunks, const Compression
     raw.insert(raw.end(), c.content.begin(), c.content.end());
   }
   std::vector<std::byte> payload;
-  r.codec = Compress(spec, raw, &payload);
+  r.codec = CompressOrKeep(spec, raw, &payload);
   r.pack_raw = static_cast<uint32_t>(raw.size());
-  r.bytes = internal::BuildRecord(r.codec, true, payload, r.pack_raw, table);
+  r.bytes = internal::BuildRecord(r.codec, true, r.codec == Codec::kNone ? raw : payload, r.pack_raw, table);
   // Each member is charged its part of the record, in proportion to its content.
   const uint64_t total = r.bytes.size();
   uint64_t charged = 0;

@@ -30,6 +30,8 @@ struct CompressionSpec {
 // kNone when compression would not save at least 1/32 of the bytes, in
 // which case `out` holds a copy of `in`.
 Codec Compress(const CompressionSpec& spec, std::span<const std::byte> in, std::vector<std::byte>* out);
+// The same, except that on kNone `out` is left empty: the caller keeps `in`.
+Codec CompressOrKeep(const CompressionSpec& spec, std::span<const std::byte> in, std::vector<std::byte>* out);
 
 // Decompresses exactly raw_len bytes into `out`. EIO on malformed input.
 Status Decompress(Codec codec, std::span<const std::byte> in, std::span<std::byte> out);

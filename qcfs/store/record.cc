@@ -74,7 +74,10 @@ bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string*
 std::vector<std::byte> BuildRecord(Codec codec, bool pack, std::span<const std::byte> payload, uint32_t raw_len,
                                    std::span<const RecordMember> members) {
   size_t table = pack ? 2 + members.size() * kMemberEntrySize : 0;
-  std::vector<std::byte> out(kRecordHeaderSize + table + payload.size());
+  std::vector<std::byte> out;
+  out.reserve(kRecordHeaderSize + table + payload.size());
+  out.resize(kRecordHeaderSize + table);
+  out.insert(out.end(), payload.begin(), payload.end());
   auto* p = reinterpret_cast<char*>(out.data());
   StoreLE32(p, kRecordMagic);
   p[4] = 1;
@@ -92,7 +95,6 @@ std::vector<std::byte> BuildRecord(Codec codec, bool pack, std::span<const std::
       StoreLE32(e + kFpPrefix, members[i].raw_len);
     }
   }
-  std::memcpy(out.data() + kRecordHeaderSize + table, payload.data(), payload.size());
   uint64_t sum = Checksum64(std::span<const std::byte>(out).first(24),
                             std::span<const std::byte>(out).subspan(kRecordHeaderSize));
   StoreLE64(p + 24, sum);
