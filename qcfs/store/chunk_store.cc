@@ -1,5 +1,7 @@
 #include "qcfs/store/chunk_store.h"
 
+#include "qcfs/core/uninit_bytes.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -417,7 +419,7 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadChunk(cons
       rec.record_len < kRecordHeaderSize) {
     return Status::Errorf(EIO, "{}: location is outside the segment area", where());
   }
-  std::vector<std::byte> buf(rec.record_len);
+  UninitBytes buf(rec.record_len);  // filled by the read
   QCFS_RETURN_IF_ERROR(device_->Read(sb_.SegmentOffset(rec.segment) + rec.offset, buf).WithContext(where()));
   internal::RecordView v;
   std::string why;
@@ -438,6 +440,9 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadChunk(cons
     match = v.members[0].Matches(fp) && v.raw_len == rec.raw_len;
   }
   if (!match) return Status::Errorf(EIO, "{}: record does not match the index", where());
+  if (v.codec == Codec::kNone && !rec.packed() && v.payload.size() == v.raw_len) {
+    return std::make_shared<const std::vector<std::byte>>(v.payload.begin(), v.payload.end());
+  }
   std::vector<std::byte> raw(v.raw_len);
   QCFS_RETURN_IF_ERROR(Decompress(v.codec, v.payload, raw).WithContext(where()));
   if (!rec.packed()) return std::make_shared<const std::vector<std::byte>>(std::move(raw));

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <vector>
 
+#include "qcfs/core/uninit_bytes.h"
 #include "qcfs/core/status.h"
 #include "qcfs/meta/schema.h"
 #include "qcfs/store/chunk_store.h"
@@ -17,27 +18,8 @@ namespace qcfs::internal {
 
 // One chunk of file data in memory, chunk_size bytes; bytes past the end of
 // the file are zero.
-// Leaves new elements uninitialised: a chunk buffer that a whole-chunk
-// write is about to fill is not zeroed first.
-template <typename T>
-struct DefaultInitAllocator : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = DefaultInitAllocator<U>;
-  };
-  using std::allocator<T>::allocator;
-  template <typename U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-
 struct ChunkBuf {
-  std::vector<std::byte, DefaultInitAllocator<std::byte>> data;  // chunk_size bytes
+  UninitBytes data;  // chunk_size bytes
   uint64_t seq = 0;  // write sequence number when the buffer was created
 };
 
