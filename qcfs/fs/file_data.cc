@@ -418,8 +418,8 @@ Status Volume::FlushInodes(std::vector<InodeRef> inodes) {
 }
 
 Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto) {
-  // Round k is written, synced and committed on its own thread while round
-  // k+1 is hashed and compressed: the device and the CPUs work at once.
+  // Round k is written, synced and committed on the commit thread while
+  // round k+1 is hashed and compressed: the device and the CPUs work at once.
   // Commits stay in order, one at a time.
   struct Round {
     std::vector<FlushItem> items;
@@ -445,8 +445,10 @@ Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto) {
       if (first.ok()) first = s;
       break;
     }
-    previous = std::async(std::launch::async,
-                          [this, round] { return CommitFlush(round->items, round->records, round->prepared); });
+    auto commit = std::make_shared<std::packaged_task<Status()>>(
+        [this, round] { return CommitFlush(round->items, round->records, round->prepared); });
+    previous = commit->get_future();
+    commit_pool_->Submit([commit] { (*commit)(); });
   }
   settle();
   return first;
@@ -455,8 +457,10 @@ Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto) {
 Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more,
                           std::vector<FlushItem>* out_items, std::vector<EncodedRecord>* out_records) {
   // Take chunks written up to `upto`, at most round_bytes_ of them: the
-  // round's encoded records must fit the memory budget too.
-  std::vector<FlushItem> items;
+  // round's encoded records must fit the memory budget too. Whatever is
+  // taken goes to the caller's `items` (for CommitFlush), even on failure.
+  std::vector<FlushItem>& items = *out_items;
+  std::vector<EncodedRecord>& records = *out_records;
   uint64_t taken = 0;
   *more = false;
   for (const InodeRef& inode : inodes) {
@@ -499,17 +503,6 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
     *more = false;
     return Status::Ok();
   }
-  // Whatever happens next, the taken chunks go to CommitFlush.
-  struct Hand {
-    std::vector<FlushItem>& items;
-    std::vector<EncodedRecord>& records;
-    std::vector<FlushItem>* out_items;
-    std::vector<EncodedRecord>* out_records;
-    ~Hand() {
-      *out_items = std::move(items);
-      *out_records = std::move(records);
-    }
-  };
 
   // 1. Fingerprints, on the pool.
   std::vector<FlushChunk*> all;
@@ -534,8 +527,6 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
     }
   }
   auto known_or = store_->Known(distinct);
-  std::vector<EncodedRecord> records;
-  Hand hand{items, records, out_items, out_records};
   if (!known_or.ok()) return known_or.status();
   const std::vector<bool>& known = *known_or;
 

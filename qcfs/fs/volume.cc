@@ -279,6 +279,7 @@ Status Volume::Start() {
   inode_count_ = state_.inodes;
   QCFS_ASSIGN_OR_RETURN(store_, ChunkStore::Open(device_.get(), db_.get(), space_.get(), sb_, options_.store));
   pool_ = std::make_unique<ThreadPool>(options_.worker_threads);
+  commit_pool_ = std::make_unique<ThreadPool>(1);
   QCFS_RETURN_IF_ERROR(LoadSnapshots());
   if (options_.read_only || options_.maintenance) return Status::Ok();
   QCFS_RETURN_IF_ERROR(ResumePending());
@@ -306,6 +307,7 @@ Volume::~Volume() {
 Status Volume::Close() {
   if (closed_.exchange(true)) return Status::Ok();
   if (options_.maintenance) {
+    commit_pool_.reset();
     pool_.reset();
     store_.reset();
     Status flushed = db_->Flush();
@@ -335,6 +337,7 @@ Status Volume::Close() {
   }
   if (!options_.read_only && result.ok()) result = store_->SyncFreed();
   if (!options_.read_only && result.ok()) result = db_->Flush();
+  commit_pool_.reset();
   pool_.reset();
   store_.reset();
   db_.reset();

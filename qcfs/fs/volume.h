@@ -464,6 +464,10 @@ class Volume {
   CompressionSpec compression_;
   std::unique_ptr<ChunkStore> store_;
   std::unique_ptr<ThreadPool> pool_;
+  // One thread that writes and commits a flush round while the flusher
+  // prepares the next (see FlushLocked); long-lived, so that its io_uring
+  // ring is too.
+  std::unique_ptr<ThreadPool> commit_pool_;
 
   // Serializes namespace changes (create, link, unlink, rename...) and the
   // volume counters below.

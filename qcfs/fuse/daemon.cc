@@ -41,6 +41,26 @@ std::string Unescape(const std::string& s) {
   return out;
 }
 
+// Lets the mount's dirty pages follow the system's vm.dirty_* limits, like a
+// kernel file system's, instead of FUSE's strict 1% of them (see
+// MountConfig::strict_dirty_limit). Needs root; without it the kernel's
+// limit stays.
+void RaiseDirtyLimit(const std::string& mountpoint) {
+  std::optional<std::string> bdi = MountDevice(mountpoint);
+  if (!bdi) {
+    Log(LogLevel::kInfo, "dirty page limit: {} not found in /proc/self/mountinfo; keeping the kernel's", mountpoint);
+    return;
+  }
+  auto put = [&](const char* knob, const char* value) {
+    std::ofstream f("/sys/class/bdi/" + *bdi + "/" + knob);
+    f << value;
+    f.flush();
+    if (!f) Log(LogLevel::kInfo, "dirty page limit: cannot set /sys/class/bdi/{}/{} (not root?)", *bdi, knob);
+    return static_cast<bool>(f);
+  };
+  if (put("max_ratio", "100")) put("strict_limit", "0");
+}
+
 void SyslogSink(LogLevel level, std::string_view msg) {
   int prio = level == LogLevel::kError ? LOG_ERR : level == LogLevel::kWarning ? LOG_WARNING : LOG_INFO;
   syslog(prio, "%.*s", static_cast<int>(msg.size()), msg.data());
@@ -84,6 +104,7 @@ Status Serve(const MountRequest& req, int ready_fd) {
   if (!server_or.ok()) return server_or.status();
   std::unique_ptr<FuseServer> server = std::move(server_or).value();
   server_ptr = server.get();
+  if (!config.strict_dirty_limit) RaiseDirtyLimit(req.mountpoint);
 
   MountRecord record;
   record.pid = ::getpid();
@@ -146,23 +167,29 @@ std::string AbsolutePath(const std::string& path) {
   return (parent / name).string();
 }
 
-bool IsMountPoint(const std::string& path) {
+std::optional<std::string> MountDevice(const std::string& path) {
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
+  std::optional<std::string> device;
   while (std::getline(in, line)) {
     // id parent major:minor root mountpoint ...
     size_t pos = 0;
+    size_t dev = 0, dev_end = 0;
     for (int field = 0; field < 4; ++field) {
+      if (field == 2) dev = pos;
       pos = line.find(' ', pos);
       if (pos == std::string::npos) break;
+      if (field == 2) dev_end = pos;
       ++pos;
     }
     if (pos == std::string::npos) continue;
     size_t end = line.find(' ', pos);
-    if (Unescape(line.substr(pos, end - pos)) == path) return true;
+    if (Unescape(line.substr(pos, end - pos)) == path) device = line.substr(dev, dev_end - dev);  // the newest wins
   }
-  return false;
+  return device;
 }
+
+bool IsMountPoint(const std::string& path) { return MountDevice(path).has_value(); }
 
 Status MountAndServe(const MountRequest& request) {
   MountRequest req = request;

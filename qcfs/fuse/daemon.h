@@ -8,6 +8,7 @@
 // volume closed.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "qcfs/core/status.h"
@@ -33,5 +34,8 @@ std::string AbsolutePath(const std::string& path);
 
 // Whether `path` (absolute) is a mount point, from /proc/self/mountinfo.
 bool IsMountPoint(const std::string& path);
+// The "major:minor" of the newest mount on `path` (absolute), which also
+// names its backing device info in /sys/class/bdi; nullopt if none.
+std::optional<std::string> MountDevice(const std::string& path);
 
 }  // namespace qcfs

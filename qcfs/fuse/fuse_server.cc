@@ -10,8 +10,6 @@
 
 #include <cstring>
 #include <exception>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "qcfs/core/log.h"
@@ -559,7 +557,6 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(Volume* volume, const std:
   if (int rc = fuse_session_custom_io(server->session_, &io, fuse_session_fd(server->session_)); rc != 0) {
     return Status::Errorf(-rc, "cannot set up the FUSE session's I/O: {}", std::strerror(-rc));
   }
-  if (!config.strict_dirty_limit) server->ApplyDirtyLimit(mountpoint);
   server->inval_thread_ = std::thread([s = server.get()] { s->InvalidationLoop(); });
   return server;
 }
@@ -621,57 +618,16 @@ ssize_t FuseServer::WriteReply(int fd, struct iovec* iov, int count, void* self)
   return ::writev(fd, iov, count);
 }
 
-void FuseServer::ApplyDirtyLimit(const std::string& mountpoint) {
-  // The mount's backing device is in /proc/self/mountinfo (not a stat of
-  // the mountpoint: the daemon never touches its own mount). Fields: id,
-  // parent, major:minor, root, mount point (octal escapes), ...
-  auto unescape = [](const std::string& s) {
-    std::string out;
-    for (size_t i = 0; i < s.size(); ++i) {
-      if (s[i] == '\\' && i + 3 < s.size() && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
-        out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
-        i += 3;
-      } else {
-        out.push_back(s[i]);
-      }
-    }
-    return out;
-  };
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line, bdi;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, dev, root, point;
-    fields >> id >> parent >> dev >> root >> point;
-    auto sep = line.find(" - ");
-    if (sep == std::string::npos || line.compare(sep + 3, 10, "fuse.qcfs ") != 0) continue;
-    if (unescape(point) == mountpoint) bdi = dev;  // the last one is the newest
-  }
-  if (bdi.empty()) {
-    Log(LogLevel::kInfo, "dirty page limit: {} not found in /proc/self/mountinfo; keeping the kernel's", mountpoint);
-    return;
-  }
-  auto put = [&](const char* knob, const char* value) {
-    std::ofstream f("/sys/class/bdi/" + bdi + "/" + knob);
-    f << value;
-    f.flush();
-    if (!f) Log(LogLevel::kInfo, "dirty page limit: cannot set /sys/class/bdi/{}/{} (not root?)", bdi, knob);
-    return static_cast<bool>(f);
-  };
-  // Without the strict limit the mount shares the system's limits like a
-  // kernel file system; max_ratio lets it use all of them.
-  if (put("max_ratio", "100")) put("strict_limit", "0");
-}
-
 void FuseServer::ReplaceInode(uint64_t ino) {
   if (ino == FUSE_ROOT_ID) return;  // a root with a new generation would be marked bad
   std::lock_guard lock(generation_mu_);
   generations_[ino] = next_generation_++;
+  any_replaced_ = true;
 }
 
 uint64_t FuseServer::Generation(uint64_t ino) {
+  if (!any_replaced_.load(std::memory_order_acquire)) return 1;  // every reply: no lock until a restore
   std::lock_guard lock(generation_mu_);
-  if (generations_.empty()) return 1;
   auto it = generations_.find(ino);
   return it == generations_.end() ? 1 : it->second;
 }

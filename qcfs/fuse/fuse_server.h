@@ -65,8 +65,6 @@ class FuseServer {
  private:
   FuseServer(Volume* volume, const MountConfig& config) : volume_(volume), config_(config) {}
   void InvalidationLoop();
-  // Raises the mount's dirty page limit to the system's (see MountConfig).
-  void ApplyDirtyLimit(const std::string& mountpoint);
 
   // The session's I/O on /dev/fuse passes through these two, so that the
   // daemon can take FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not
@@ -101,6 +99,7 @@ class FuseServer {
   std::mutex generation_mu_;  // guards generations_
   std::unordered_map<uint64_t, uint64_t> generations_;  // inodes replaced by restores; others are 1
   uint64_t next_generation_ = 2;
+  std::atomic<bool> any_replaced_{false};  // generations_ is not empty
 };
 
 }  // namespace qcfs
