@@ -7,10 +7,14 @@
 
 namespace qcfs::internal {
 
-// Wall-clock time in nanoseconds since the epoch (file timestamps).
+// Wall-clock time in nanoseconds since the epoch (file timestamps). The
+// coarse clock is the one the kernel stamps files with (current_time()), as
+// ext4 does: with the writeback cache the kernel compares its own stamp with
+// ours before a write, and a finer clock here would make it send a SETATTR
+// for the times after nearly every first write to a new file.
 inline int64_t NowNs() {
   timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
