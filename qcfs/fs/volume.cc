@@ -1053,13 +1053,59 @@ Status ValidateXattrName(std::string_view name) {
   return Status::Errorf(EOPNOTSUPP, "attribute namespace of '{}' is not supported", name);
 }
 
+constexpr std::string_view kAccessAcl = "system.posix_acl_access";
+
+// What an access ACL (the kernel's xattr form: a little-endian version 2
+// header, then {tag, perm, id} entries) means for the mode.
+struct AccessAcl {
+  uint32_t mode_bits = 0;   // rwx for owner, group (the mask if any) and other
+  bool entries = false;     // false: an empty ACL, which removes the stored one
+  bool equivalent = false;  // the mode says it all (no named user or group)
+};
+
+Result<AccessAcl> ParseAccessAcl(std::string_view value) {
+  enum : uint16_t { kUserObj = 0x01, kUser = 0x02, kGroupObj = 0x04, kGroup = 0x08, kMask = 0x10, kOther = 0x20 };
+  auto u16 = [&](size_t at) {
+    return static_cast<uint16_t>(static_cast<uint8_t>(value[at]) | static_cast<uint8_t>(value[at + 1]) << 8);
+  };
+  if (value.size() < 4 || (value.size() - 4) % 8 != 0 || u16(0) != 2 || u16(2) != 0) {
+    return Status::Error(EINVAL, "malformed POSIX ACL");
+  }
+  AccessAcl acl;
+  int user_obj = 0, group_obj = 0, other = 0, mask = 0, named = 0;
+  uint32_t owner_perm = 0, group_perm = 0, mask_perm = 0, other_perm = 0;
+  for (size_t at = 4; at < value.size(); at += 8) {
+    const uint16_t perm = u16(at + 2);
+    if (perm & ~7u) return Status::Error(EINVAL, "malformed POSIX ACL: bad permission bits");
+    switch (u16(at)) {
+      case kUserObj: ++user_obj; owner_perm = perm; break;
+      case kGroupObj: ++group_obj; group_perm = perm; break;
+      case kOther: ++other; other_perm = perm; break;
+      case kMask: ++mask; mask_perm = perm; break;
+      case kUser: case kGroup: ++named; break;
+      default: return Status::Error(EINVAL, "malformed POSIX ACL: unknown entry tag");
+    }
+  }
+  if (value.size() == 4) return acl;
+  if (user_obj != 1 || group_obj != 1 || other != 1 || mask > 1 || (named > 0 && mask == 0)) {
+    return Status::Error(EINVAL, "invalid POSIX ACL: needs one owner, group and other entry, and a mask with named entries");
+  }
+  acl.entries = true;
+  acl.equivalent = named == 0;
+  acl.mode_bits = owner_perm << 6 | (mask ? mask_perm : group_perm) << 3 | other_perm;
+  return acl;
+}
+
 }  // namespace
 
-Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags,
+                        const Caller& caller) {
   QCFS_RETURN_IF_ERROR(ValidateXattrName(name));
   QCFS_RETURN_IF_ERROR(CheckWritable());
   if (IsView(ino)) return ReadOnlyView();
   if (value.size() > kMaxXattrValue) return Status::Error(E2BIG, "attribute value too large");
+  std::optional<AccessAcl> acl;
+  if (name == kAccessAcl) { QCFS_ASSIGN_OR_RETURN(acl, ParseAccessAcl(value)); }
   std::lock_guard stripe(StripeFor(ino));
   InodeRef state = FindState(ino);
   InodeRecord rec;
@@ -1068,13 +1114,30 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
   QCFS_ASSIGN_OR_RETURN(auto existing, db_->Get(key));
   if ((flags & XATTR_CREATE) && existing.has_value()) return Status::Error(EEXIST, "attribute exists");
   if ((flags & XATTR_REPLACE) && !existing.has_value()) return Status::Error(ENODATA, "no such attribute");
+  // An access ACL is how `cp -a` and `setfacl` set a mode, as on ext4:
+  // the mode changes, and an ACL the mode expresses is not kept beside it.
+  bool store = true;
+  if (acl) {
+    if (caller.uid != 0 && caller.uid != rec.uid) return Status::Error(EPERM, "only the owner may set an ACL");
+    if (acl->entries) {
+      rec.mode = (rec.mode & ~0777u) | acl->mode_bits;
+      const bool in_group = caller.uid == 0 || caller.gid == rec.gid ||
+                            std::find(caller.groups.begin(), caller.groups.end(), rec.gid) != caller.groups.end();
+      if (!in_group) rec.mode &= ~static_cast<uint32_t>(S_ISGID);
+    }
+    store = !acl->equivalent && acl->entries;
+  }
   rec.ctime_ns = internal::NowNs();
   auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
   internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
-  std::string v;
-  schema::XattrRecord{vb.epoch(), std::string(value)}.EncodeTo(&v);
-  QCFS_RETURN_IF_ERROR(vb.Put(key, v, &existing).status());
+  if (store) {
+    std::string v;
+    schema::XattrRecord{vb.epoch(), std::string(value)}.EncodeTo(&v);
+    QCFS_RETURN_IF_ERROR(vb.Put(key, v, &existing).status());
+  } else if (existing.has_value()) {
+    QCFS_RETURN_IF_ERROR(vb.Delete(key, &existing).status());
+  }
   QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
   QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
   if (state) state->rec = rec;

@@ -106,10 +106,12 @@ struct MkfsOptions {
   bool force = false;
 };
 
-// Who performs an operation (for ownership of new inodes).
+// Who performs an operation (for ownership of new inodes and the rules of
+// setting an access ACL).
 struct Caller {
   uint32_t uid = 0;
   uint32_t gid = 0;
+  std::vector<uint32_t> groups;  // supplementary groups; empty when not known
 };
 
 struct Attr {
@@ -307,7 +309,12 @@ class Volume {
   Status Fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t length);
 
   // --- extended attributes. flags: 0, XATTR_CREATE or XATTR_REPLACE.
-  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+  // system.posix_acl_access follows the kernel's rules for ACLs: only the
+  // owner (or root) may set it, it sets the mode's permission bits (the
+  // group bits from the mask), and one the mode expresses in full (owner,
+  // group and other only) is not stored. EINVAL for a malformed ACL.
+  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags,
+                  const Caller& caller = Caller{});
   Result<std::string> GetXattr(uint64_t ino, std::string_view name);
   Result<std::vector<std::string>> ListXattr(uint64_t ino);
   Status RemoveXattr(uint64_t ino, std::string_view name);

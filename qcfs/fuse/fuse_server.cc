@@ -447,7 +447,19 @@ bool Untrusted(fuse_req_t req, std::string_view name) {
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
   Guard(req, [&] {
     if (Untrusted(req, name)) return ReplyStatus(req, Status::Error(EPERM, "trusted attributes need privilege"));
-    ReplyStatus(req, Vol(req)->SetXattr(ino, name, std::string_view(value, size), flags));
+    Caller caller = CallerOf(req);
+    if (std::string_view(name) == "system.posix_acl_access" && caller.uid != 0) {
+      // Whether the caller may keep a set-group-ID bit depends on its groups.
+      std::vector<gid_t> groups(64);
+      int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+      if (n > static_cast<int>(groups.size())) {
+        groups.resize(n);
+        n = fuse_req_getgroups(req, n, groups.data());
+      }
+      groups.resize(std::clamp(n, 0, static_cast<int>(groups.size())));
+      caller.groups.assign(groups.begin(), groups.end());
+    }
+    ReplyStatus(req, Vol(req)->SetXattr(ino, name, std::string_view(value, size), flags, caller));
   });
 }
 

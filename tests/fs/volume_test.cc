@@ -6,6 +6,9 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
+#include <initializer_list>
+#include <tuple>
+
 #include <gtest/gtest.h>
 
 #include "tests/testutil/volume_fixture.h"
@@ -153,11 +156,64 @@ TEST(Volume, AttributesAndSetgidInheritance) {
   EXPECT_TRUE(S_ISREG(b.mode));
 }
 
+// The kernel's xattr form of a POSIX ACL: version 2, then {tag, perm, id}.
+std::string AclValue(std::initializer_list<std::tuple<uint16_t, uint16_t, uint32_t>> entries) {
+  std::string v("\x02\x00\x00\x00", 4);
+  for (auto [tag, perm, id] : entries) {
+    for (uint32_t x : {uint32_t{tag} | uint32_t{perm} << 16, id}) {
+      for (int i = 0; i < 4; ++i) v.push_back(static_cast<char>(x >> (8 * i)));
+    }
+  }
+  return v;
+}
+
+TEST(Volume, AccessAclSetsTheModeAndIsKeptOnlyWhenTheModeCannotSayIt) {
+  TestVolume v;
+  uint64_t f = v.CreateFile(kRootIno, "f");  // 0644, owned by root
+  // What `cp -a` sends for a 0755 source: the mode's own ACL.
+  ASSERT_TRUE(v->SetXattr(f, "system.posix_acl_access", AclValue({{0x01, 7, ~0u}, {0x04, 5, ~0u}, {0x20, 5, ~0u}}), 0).ok());
+  EXPECT_EQ(v->GetAttr(f)->mode & 07777, 0755u);
+  EXPECT_EQ(v->GetXattr(f, "system.posix_acl_access").status().code(), ENODATA);
+  EXPECT_TRUE(v->ListXattr(f)->empty());
+  // A named user needs the ACL kept; the group bits show its mask.
+  std::string extended = AclValue({{0x01, 6, ~0u}, {0x02, 7, 1000}, {0x04, 4, ~0u}, {0x10, 6, ~0u}, {0x20, 0, ~0u}});
+  ASSERT_TRUE(v->SetXattr(f, "system.posix_acl_access", extended, 0).ok());
+  EXPECT_EQ(v->GetAttr(f)->mode & 07777, 0660u);
+  EXPECT_EQ(*v->GetXattr(f, "system.posix_acl_access"), extended);
+  // Back to a plain mode: the stored ACL goes.
+  ASSERT_TRUE(v->SetXattr(f, "system.posix_acl_access", AclValue({{0x01, 6, ~0u}, {0x04, 0, ~0u}, {0x20, 0, ~0u}}), 0).ok());
+  EXPECT_EQ(v->GetAttr(f)->mode & 07777, 0600u);
+  EXPECT_EQ(v->GetXattr(f, "system.posix_acl_access").status().code(), ENODATA);
+  v.Reopen();
+  EXPECT_EQ(v->GetAttr(f)->mode & 07777, 0600u);
+}
+
+TEST(Volume, AccessAclIsTheOwnersAndMustBeWellFormed) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 02775, 0, Caller{1000, 100});
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  std::string acl = AclValue({{0x01, 7, ~0u}, {0x04, 7, ~0u}, {0x20, 0, ~0u}});
+  EXPECT_EQ(v->SetXattr(f.ino, "system.posix_acl_access", acl, 0, Caller{1001, 100}).code(), EPERM);
+  EXPECT_EQ(v->SetXattr(f.ino, "system.posix_acl_access", "junk", 0, Caller{1000, 100}).code(), EINVAL);
+  // A named group without a mask is not a valid ACL.
+  EXPECT_EQ(v->SetXattr(f.ino, "system.posix_acl_access",
+                        AclValue({{0x01, 7, ~0u}, {0x04, 7, ~0u}, {0x08, 7, 5}, {0x20, 0, ~0u}}), 0, Caller{1000, 100})
+                .code(),
+            EINVAL);
+  EXPECT_EQ(v->GetAttr(f.ino)->mode & 07777, 02775u);
+  // The owner keeps set-group-ID only as a member of the file's group, as with chmod.
+  ASSERT_TRUE(v->SetXattr(f.ino, "system.posix_acl_access", acl, 0, Caller{1000, 200, {100}}).ok());
+  EXPECT_EQ(v->GetAttr(f.ino)->mode & 07777, 02770u);
+  ASSERT_TRUE(v->SetXattr(f.ino, "system.posix_acl_access", acl, 0, Caller{1000, 200}).ok());
+  EXPECT_EQ(v->GetAttr(f.ino)->mode & 07777, 0770u);
+}
+
 TEST(Volume, ExtendedAttributes) {
   TestVolume v;
   uint64_t f = v.CreateFile(kRootIno, "f");
   ASSERT_TRUE(v->SetXattr(f, "user.color", "blue", 0).ok());
-  ASSERT_TRUE(v->SetXattr(f, "system.posix_acl_access", std::string("\x02\x00\x00\x00", 4), 0).ok());
+  ASSERT_TRUE(v->SetXattr(f, "system.posix_acl_access", AclValue({{0x01, 6, ~0u}, {0x02, 4, 1000}, {0x04, 4, ~0u},
+                                                                   {0x10, 4, ~0u}, {0x20, 4, ~0u}}), 0).ok());
   EXPECT_EQ(v->SetXattr(f, "user.color", "red", XATTR_CREATE).code(), EEXIST);
   EXPECT_EQ(v->SetXattr(f, "user.size", "1", XATTR_REPLACE).code(), ENODATA);
   EXPECT_EQ(*v->GetXattr(f, "user.color"), "blue");

@@ -153,6 +153,31 @@ TEST(Posix, ExtendedAttributes) {
   EXPECT_EQ(::getxattr(f.c_str(), "user.color", buf, sizeof buf), -1);
 }
 
+// cp -a sets a copy's mode with an access ACL (setxattr), not with chmod.
+TEST(Posix, CopyWithCpAKeepsModes) {
+  MountedVolume v;
+  testing::TempDir src;
+  ASSERT_EQ(::mkdir(src.Join("d").c_str(), 0750), 0);
+  WriteFile(src.Join("d/run"), "#!/bin/sh\n");
+  ASSERT_EQ(::chmod(src.Join("d/run").c_str(), 0755), 0);
+  WriteFile(src.Join("d/secret"), "s");
+  ASSERT_EQ(::chmod(src.Join("d/secret").c_str(), 0600), 0);
+  auto cp = testing::Shell("cp -a " + src.Join("d") + " " + v.Path("d"));
+  ASSERT_EQ(cp.exit_code, 0) << cp.output;
+  for (auto [name, mode] : {std::pair{"d", 0750u}, {"d/run", 0755u}, {"d/secret", 0600u}}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(v.Path(name).c_str(), &st), 0) << name;
+    EXPECT_EQ(st.st_mode & 07777, mode) << name;
+  }
+  EXPECT_EQ(::getxattr(v.Path("d/run").c_str(), "system.posix_acl_access", nullptr, 0), -1);
+  EXPECT_EQ(errno, ENODATA);
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  ASSERT_EQ(v.Mount().exit_code, 0);
+  struct stat st {};
+  ASSERT_EQ(::stat(v.Path("d/run").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+}
+
 TEST(Posix, TruncateZeroesTheTailAndHolesReadAsZeros) {
   MountedVolume v;
   std::string data = RandomBytes(200000, 3);
