@@ -270,6 +270,9 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
     }
     result = Status::Ok();
     bool retry = false;
+    // The chunks' fingerprints, then their bytes in one batch of device reads.
+    std::vector<Fingerprint> fps;
+    std::vector<const Pending*> stored;
     for (const Pending& p : pending) {
       auto value = db_->Get(schema::ExtentKey(ino, p.index));
       if (!value.ok()) {
@@ -285,13 +288,17 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
         result = Status::Errorf(EIO, "inode {} chunk {}: malformed extent record", ino, p.index);
         break;
       }
-      auto data = store_->Read(e.fp);
+      fps.push_back(e.fp);
+      stored.push_back(&p);
+    }
+    if (!result.ok()) break;
+    auto chunks = store_->ReadMany(fps);
+    for (size_t k = 0; k < stored.size(); ++k) {
+      const Pending& p = *stored[k];
+      auto& data = chunks[k];
       if (!data.ok()) {
-        if (data.status().code() == ENOENT) {  // replaced by a concurrent flush: look again
-          retry = true;
-          result = Status::Errorf(EIO, "inode {} chunk {}: {}", ino, p.index, data.status().ToString());
-          break;
-        }
+        // ENOENT: replaced by a concurrent flush; look again.
+        retry = data.status().code() == ENOENT;
         result = Status::Errorf(EIO, "inode {} chunk {}: {}", ino, p.index, data.status().ToString());
         break;
       }

@@ -412,15 +412,85 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fin
   return last;
 }
 
-Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadChunk(const Fingerprint& fp,
-                                                                           const ChunkIndexRecord& rec) {
-  auto where = [&] { return fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset); };
+std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::ReadMany(
+    std::span<const Fingerprint> fps) {
+  std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> out;
+  out.reserve(fps.size());
+  struct Miss {
+    size_t i;
+    ChunkIndexRecord rec;
+    UninitBytes buf;
+  };
+  std::vector<Miss> misses;
+  for (size_t i = 0; i < fps.size(); ++i) {
+    if (auto hit = CacheGet(fps[i])) {
+      out.emplace_back(std::move(hit));
+      continue;
+    }
+    out.emplace_back(Status::Errorf(EIO, "chunk {} was not read", fps[i].ShortHex()));
+    auto value = db_->Get(schema::ChunkKey(fps[i]));
+    ChunkIndexRecord rec;
+    if (!value.ok()) {
+      out[i] = value.status();
+    } else if (!value->has_value()) {
+      out[i] = Status::Errorf(ENOENT, "chunk {} is not in the index", fps[i].ShortHex());
+    } else if (!ChunkIndexRecord::Decode(**value, &rec)) {
+      out[i] = Status::Errorf(EIO, "chunk {}: malformed index record", fps[i].ShortHex());
+    } else {
+      misses.push_back({i, rec, UninitBytes(rec.record_len)});  // filled by the read
+    }
+  }
+  if (misses.empty()) return out;
+  if (read_hook_) read_hook_();
+  std::vector<IoOp> ops;
+  std::vector<Miss*> placed;
+  for (Miss& m : misses) {
+    auto offset = RecordOffset(fps[m.i], m.rec);
+    if (!offset.ok()) continue;  // Read() below reports it, after a second look at the index
+    ops.push_back(IoOp::Read(*offset, m.buf));
+    placed.push_back(&m);
+  }
+  const bool read = device_->Submit(ops).ok();
+  std::vector<bool> done(misses.size(), false);
+  if (read) {
+    for (Miss* m : placed) {
+      auto data = DecodeChunk(fps[m->i], m->rec, m->buf);
+      if (!data.ok()) continue;
+      CachePut(fps[m->i], *data);
+      out[m->i] = std::move(data);
+      done[static_cast<size_t>(m - misses.data())] = true;
+    }
+  }
+  // Whatever failed takes the one-chunk path: it looks the chunk up again
+  // (the cleaner may have moved it) and says what is wrong.
+  for (size_t k = 0; k < misses.size(); ++k) {
+    if (!done[k]) out[misses[k].i] = Read(fps[misses[k].i]);
+  }
+  return out;
+}
+
+Result<uint64_t> ChunkStore::RecordOffset(const Fingerprint& fp, const ChunkIndexRecord& rec) const {
   if (rec.segment >= segment_count_.load(std::memory_order_acquire) || uint64_t{rec.offset} + rec.record_len > sb_.segment_size ||
       rec.record_len < kRecordHeaderSize) {
-    return Status::Errorf(EIO, "{}: location is outside the segment area", where());
+    return Status::Errorf(EIO, "chunk {} at segment {} offset {}: location is outside the segment area", fp.ShortHex(),
+                          rec.segment, rec.offset);
   }
+  return sb_.SegmentOffset(rec.segment) + rec.offset;
+}
+
+Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadChunk(const Fingerprint& fp,
+                                                                           const ChunkIndexRecord& rec) {
+  QCFS_ASSIGN_OR_RETURN(uint64_t offset, RecordOffset(fp, rec));
   UninitBytes buf(rec.record_len);  // filled by the read
-  QCFS_RETURN_IF_ERROR(device_->Read(sb_.SegmentOffset(rec.segment) + rec.offset, buf).WithContext(where()));
+  QCFS_RETURN_IF_ERROR(device_->Read(offset, buf).WithContext(
+      fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset)));
+  return DecodeChunk(fp, rec, buf);
+}
+
+Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::DecodeChunk(const Fingerprint& fp,
+                                                                             const ChunkIndexRecord& rec,
+                                                                             std::span<const std::byte> buf) const {
+  auto where = [&] { return fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset); };
   internal::RecordView v;
   std::string why;
   if (!internal::ParseRecord(buf, &v, &why)) return Status::Errorf(EIO, "{}: {}", where(), why);

@@ -128,6 +128,9 @@ class ChunkStore {
   // cache. EIO when the stored record is damaged; ENOENT when the index has
   // no such chunk.
   Result<std::shared_ptr<const std::vector<std::byte>>> Read(const Fingerprint& fp);
+  // Read() of several chunks; the records the cache lacks are read from the
+  // device in one submission. One result per fingerprint, in order.
+  std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ReadMany(std::span<const Fingerprint> fps);
 
   // For each fingerprint, whether the store holds it (indexed or provisional).
   Result<std::vector<bool>> Known(std::span<const Fingerprint> fps);
@@ -214,6 +217,12 @@ class ChunkStore {
   // Reads the record at `rec`'s location and extracts the chunk.
   Result<std::shared_ptr<const std::vector<std::byte>>> ReadChunk(const Fingerprint& fp,
                                                                   const schema::ChunkIndexRecord& rec);
+  // Where ReadChunk reads: EIO if `rec` points outside the segment area.
+  Result<uint64_t> RecordOffset(const Fingerprint& fp, const schema::ChunkIndexRecord& rec) const;
+  // Checks a record read from `rec`'s location and extracts the chunk.
+  Result<std::shared_ptr<const std::vector<std::byte>>> DecodeChunk(const Fingerprint& fp,
+                                                                    const schema::ChunkIndexRecord& rec,
+                                                                    std::span<const std::byte> record) const;
   std::shared_ptr<const std::vector<std::byte>> CacheGet(const Fingerprint& fp);
   void CachePut(const Fingerprint& fp, std::shared_ptr<const std::vector<std::byte>> data);
 

@@ -125,6 +125,38 @@ TEST_F(ChunkStoreTest, DamagedChunkReadsAsEioNeverAsWrongBytes) {
   EXPECT_NE(store_->VerifyChunk(c.fp, rec, true), "");
 }
 
+TEST_F(ChunkStoreTest, ReadManyGivesEachChunkItsOwnResult) {
+  std::vector<std::string> contents;
+  std::vector<ChunkContent> chunks;
+  for (int i = 0; i < 6; ++i) {
+    contents.push_back(RandomBytes(65536, 40 + i, i % 2 == 0));
+    chunks.push_back(Chunk(contents.back()));
+  }
+  Commit(chunks);
+  // Chunk 2 is damaged; a fingerprint the store never held sits between.
+  auto value = *db_->Get(schema::ChunkKey(chunks[2].fp));
+  schema::ChunkIndexRecord rec;
+  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  std::byte flip[1] = {std::byte{0x5a}};
+  device_->Poke(sb_.SegmentOffset(rec.segment) + rec.offset + internal::kRecordHeaderSize + 100, flip);
+  std::vector<Fingerprint> fps;
+  for (const auto& c : chunks) fps.push_back(c.fp);
+  fps.insert(fps.begin() + 4, Fingerprint::Of(Bytes(std::string("never stored"))));
+  auto got = store_->ReadMany(fps);
+  ASSERT_EQ(got.size(), fps.size());
+  for (size_t i = 0; i < fps.size(); ++i) {
+    if (i == 2) {
+      EXPECT_EQ(got[i].status().code(), EIO);
+    } else if (i == 4) {
+      EXPECT_EQ(got[i].status().code(), ENOENT);
+    } else {
+      ASSERT_TRUE(got[i].ok()) << i << ": " << got[i].status().ToString();
+      const std::string& want = contents[i < 4 ? i : i - 1];
+      EXPECT_EQ(std::string(reinterpret_cast<const char*>((*got[i])->data()), (*got[i])->size()), want) << i;
+    }
+  }
+}
+
 TEST_F(ChunkStoreTest, ProvisionalChunksAreIndexedWithoutASecondWrite) {
   std::string data = RandomBytes(65536, 11);
   ChunkContent c = Chunk(data);
