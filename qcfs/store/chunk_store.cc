@@ -427,7 +427,7 @@ std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::R
       out.emplace_back(std::move(hit));
       continue;
     }
-    out.emplace_back(Status::Errorf(EIO, "chunk {} was not read", fps[i].ShortHex()));
+    out.emplace_back(Status::Error(EIO, "chunk was not read"));  // replaced below
     auto value = db_->Get(schema::ChunkKey(fps[i]));
     ChunkIndexRecord rec;
     if (!value.ok()) {
