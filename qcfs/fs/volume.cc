@@ -399,6 +399,14 @@ void Volume::MaybeDropState(const InodeRef& inode) {
   if (it != states_.end() && it->second == inode) states_.erase(it);
 }
 
+bool Volume::DeferRecord(const InodeRef& state, const InodeRecord& rec) {
+  if (!state || state->open_count == 0 || !S_ISREG(state->rec.mode) || state->purged || state->stale) return false;
+  state->rec = rec;
+  state->attr_dirty = true;
+  if (state->dirty_since.load() == 0) state->dirty_since.store(internal::MonoNs());
+  return true;
+}
+
 Attr Volume::ToAttr(uint64_t ino, const InodeRecord& rec, const Inode* state) const {
   Attr a;
   a.ino = ino;
@@ -1023,6 +1031,9 @@ Result<Attr> Volume::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   if (req.mtime_ns) { rec.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns; changed = true; }
   if (changed) {
     rec.ctime_ns = req.ctime_ns ? (*req.ctime_ns == SetAttrRequest::kNow ? now : *req.ctime_ns) : now;
+    // cp -a, tar and rsync set times, owner and mode on the file they just
+    // wrote: those ride with its flush instead of a batch each.
+    if (DeferRecord(state, rec)) return ToAttr(ino, rec, state.get());
     auto scope = BeginCommit();
     rocksdb::WriteBatch batch;
     internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
@@ -1128,6 +1139,8 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
     store = !acl->equivalent && acl->entries;
   }
   rec.ctime_ns = internal::NowNs();
+  // A mode set through an ACL on a file being written (cp -a) rides with its flush, like chmod.
+  if (acl && !store && !existing.has_value() && DeferRecord(state, rec)) return Status::Ok();
   auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
   internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);

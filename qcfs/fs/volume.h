@@ -371,6 +371,11 @@ class Volume {
   Result<InodeRef> Acquire(uint64_t ino);
   InodeRef FindState(uint64_t ino);
   void MaybeDropState(const InodeRef& inode);
+  // Keeps `rec` as the open regular file's new record, to be written with
+  // its next flush (last close, fsync, sync, or the flush interval) like
+  // the times its writes change; false (nothing done) when `state` is not
+  // such a file. REQUIRES: the inode's stripe lock.
+  bool DeferRecord(const InodeRef& state, const schema::InodeRecord& rec);
   Attr ToAttr(uint64_t ino, const schema::InodeRecord& rec, const internal::Inode* state) const;
   // Writes (a version of) an inode, stamped with the batch's epoch.
   Status PutInode(internal::VersionedBatch* vb, uint64_t ino, const schema::InodeRecord& rec);

@@ -208,6 +208,41 @@ TEST(Volume, AccessAclIsTheOwnersAndMustBeWellFormed) {
   EXPECT_EQ(v->GetAttr(f.ino)->mode & 07777, 0770u);
 }
 
+TEST(Volume, AttributesSetOnAnOpenFileRideWithItsFlush) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 0600, 0, kRoot);
+  v.WriteAt(f.ino, 0, "data");
+  SetAttrRequest r;
+  r.mode = 0640;
+  r.uid = 7;
+  r.mtime_ns = 1'000'000'000;
+  ASSERT_TRUE(v->SetAttr(f.ino, r).ok());
+  // Set up for the flush, and seen at once.
+  auto a = *v->GetAttr(f.ino);
+  EXPECT_EQ(a.mode & 07777, 0640u);
+  EXPECT_EQ(a.uid, 7u);
+  EXPECT_EQ(a.mtime_ns, 1'000'000'000);
+  // The same through an access ACL (what cp -a sends instead of chmod).
+  std::string acl("\x02\x00\x00\x00\x01\x00\x06\x00\xff\xff\xff\xff\x04\x00\x04\x00\xff\xff\xff\xff"
+                  "\x20\x00\x04\x00\xff\xff\xff\xff", 28);
+  ASSERT_TRUE(v->SetXattr(f.ino, "system.posix_acl_access", acl, 0).ok());
+  EXPECT_EQ(v->GetAttr(f.ino)->mode & 07777, 0644u);
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  v.Reopen();
+  a = *v->GetAttr(f.ino);
+  EXPECT_EQ(a.mode & 07777, 0644u);
+  EXPECT_EQ(a.uid, 7u);
+  EXPECT_EQ(a.mtime_ns, 1'000'000'000);
+  EXPECT_EQ(a.size, 4u);
+  // A file nobody has open is written at once.
+  r = SetAttrRequest{};
+  r.mode = 0600;
+  ASSERT_TRUE(v->SetAttr(f.ino, r).ok());
+  v.Reopen();
+  EXPECT_EQ(v->GetAttr(f.ino)->mode & 07777, 0600u);
+}
+
 TEST(Volume, ExtendedAttributes) {
   TestVolume v;
   uint64_t f = v.CreateFile(kRootIno, "f");
