@@ -1125,7 +1125,9 @@ std::optional<Failure> RunSequence(const Sequence& seq, uint64_t* ops_run = null
 }
 
 std::string FormatSequence(const Sequence& seq, const std::string& comment) {
-  std::string s = "# " + comment + "\n";
+  std::string s;
+  std::istringstream lines(comment);  // every line of a multi-line message stays a comment
+  for (std::string line; std::getline(lines, line);) s += "# " + line + "\n";
   s += "mkfs " + seq.args.mkfs + "\n";
   s += "mount " + seq.args.mount + "\n";
   for (const Op& op : seq.ops) s += Format(op) + "\n";
