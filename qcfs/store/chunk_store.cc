@@ -388,6 +388,15 @@ void ChunkStore::ForgetProvisional(std::span<const EncodedRecord* const> records
 
 Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fingerprint& fp) {
   if (auto hit = CacheGet(fp)) return hit;
+  if (auto loc = LocationGet(fp)) {
+    if (read_hook_) read_hook_();
+    auto data = ReadChunk(fp, *loc);
+    if (data.ok()) {
+      CachePut(fp, *data);
+      return data;
+    }
+    LocationErase(fp);  // moved or damaged: the index says which
+  }
   std::string key = schema::ChunkKey(fp);
   Status last;
   ChunkIndexRecord prev{};
@@ -404,6 +413,7 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fin
     auto data = ReadChunk(fp, rec);
     if (data.ok()) {
       CachePut(fp, *data);
+      LocationPut(fp, rec);
       return data;
     }
     last = data.status();
@@ -420,6 +430,7 @@ std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::R
     size_t i;
     ChunkIndexRecord rec;
     UninitBytes buf;
+    bool cached;  // rec came from the location cache
   };
   std::vector<Miss> misses;
   for (size_t i = 0; i < fps.size(); ++i) {
@@ -428,6 +439,10 @@ std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::R
       continue;
     }
     out.emplace_back(Status::Error(EIO, "chunk was not read"));  // replaced below
+    if (auto loc = LocationGet(fps[i])) {
+      misses.push_back({i, *loc, UninitBytes(loc->record_len), true});
+      continue;
+    }
     auto value = db_->Get(schema::ChunkKey(fps[i]));
     ChunkIndexRecord rec;
     if (!value.ok()) {
@@ -437,7 +452,7 @@ std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::R
     } else if (!ChunkIndexRecord::Decode(**value, &rec)) {
       out[i] = Status::Errorf(EIO, "chunk {}: malformed index record", fps[i].ShortHex());
     } else {
-      misses.push_back({i, rec, UninitBytes(rec.record_len)});  // filled by the read
+      misses.push_back({i, rec, UninitBytes(rec.record_len), false});  // filled by the read
     }
   }
   if (misses.empty()) return out;
@@ -457,6 +472,7 @@ std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::R
       auto data = DecodeChunk(fps[m->i], m->rec, m->buf);
       if (!data.ok()) continue;
       CachePut(fps[m->i], *data);
+      if (!m->cached) LocationPut(fps[m->i], m->rec);
       out[m->i] = std::move(data);
       done[static_cast<size_t>(m - misses.data())] = true;
     }
@@ -464,7 +480,9 @@ std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::R
   // Whatever failed takes the one-chunk path: it looks the chunk up again
   // (the cleaner may have moved it) and says what is wrong.
   for (size_t k = 0; k < misses.size(); ++k) {
-    if (!done[k]) out[misses[k].i] = Read(fps[misses[k].i]);
+    if (done[k]) continue;
+    if (misses[k].cached) LocationErase(fps[misses[k].i]);
+    out[misses[k].i] = Read(fps[misses[k].i]);
   }
   return out;
 }
@@ -551,6 +569,26 @@ void ChunkStore::CachePut(const Fingerprint& fp, std::shared_ptr<const std::vect
     cache_.erase(victim);
     cache_lru_.pop_back();
   }
+}
+
+std::optional<ChunkIndexRecord> ChunkStore::LocationGet(const Fingerprint& fp) {
+  std::lock_guard lock(loc_mu_);
+  auto it = locations_.find(fp);
+  if (it == locations_.end()) return std::nullopt;
+  return it->second;
+}
+
+void ChunkStore::LocationPut(const Fingerprint& fp, const ChunkIndexRecord& rec) {
+  const size_t limit = options_.read_cache_bytes / kLocationEntryCost;
+  if (limit == 0) return;
+  std::lock_guard lock(loc_mu_);
+  if (locations_.size() >= limit) locations_.clear();
+  locations_.insert_or_assign(fp, rec);
+}
+
+void ChunkStore::LocationErase(const Fingerprint& fp) {
+  std::lock_guard lock(loc_mu_);
+  locations_.erase(fp);
 }
 
 Status ChunkStore::MakeRoom(uint64_t bytes) {

@@ -34,6 +34,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -61,7 +62,8 @@ struct StoreOptions {
   // The cleaner compacts segments whose live bytes are below this fraction
   // of the segment size. Default 0.9.
   double clean_below = 0.9;
-  // Decompressed chunks cached for reads. Default 32 MiB.
+  // Decompressed chunks cached for reads. Default 32 MiB. The locations of
+  // up to read_cache_bytes / 128 chunks are kept besides (0: neither).
   size_t read_cache_bytes = 32ull << 20;
 };
 
@@ -262,6 +264,18 @@ class ChunkStore {
   };
   std::unordered_map<Fingerprint, CacheEntry, FingerprintHash> cache_;
   size_t cache_bytes_ = 0;
+
+  // Where chunks were last found, so that a read the chunk cache misses can
+  // skip the index lookup. An entry may be stale (the cleaner moved the
+  // chunk, or it was freed): its record then fails the checks and the read
+  // looks the chunk up again. At most read_cache_bytes / kLocationEntryCost
+  // entries; emptied when full. Guards locations_.
+  static constexpr size_t kLocationEntryCost = 128;
+  std::optional<schema::ChunkIndexRecord> LocationGet(const Fingerprint& fp);
+  void LocationPut(const Fingerprint& fp, const schema::ChunkIndexRecord& rec);
+  void LocationErase(const Fingerprint& fp);
+  std::mutex loc_mu_;
+  std::unordered_map<Fingerprint, schema::ChunkIndexRecord, FingerprintHash> locations_;
 };
 
 // A set of reference changes that commits with one batch.

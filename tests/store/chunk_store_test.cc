@@ -269,6 +269,50 @@ TEST_F(ChunkStoreTest, ReadFollowsAChunkMovedByTheCleaner) {
   EXPECT_EQ(ReadBack(chunks[19].fp), contents[19]);
 }
 
+TEST_F(ChunkStoreTest, StaleLocationOfAMovedChunkIsLookedUpAgain) {
+  StoreOptions so;
+  so.read_cache_bytes = 64 << 10;  // one chunk of data, and 512 locations
+  store_.reset();
+  store_ = std::move(ChunkStore::Open(device_.get(), db_.get(), space_.get(), sb_, so)).value();
+  std::vector<ChunkContent> chunks;
+  std::vector<std::string> contents;
+  for (int i = 0; i < 20; ++i) {
+    contents.push_back(RandomBytes(65536, 500 + i));
+    chunks.push_back(Chunk(contents.back()));
+  }
+  std::string other_content = RandomBytes(65536, 599);
+  ChunkContent other = Chunk(other_content);
+  chunks.push_back(other);
+  Commit(chunks);
+  chunks.pop_back();
+  std::vector<Fingerprint> drop;
+  for (int i = 0; i < 19; ++i) drop.push_back(chunks[i].fp);
+  Commit({}, drop);
+  std::vector<ChunkContent> more;  // new records go past chunk 19's segment
+  for (int i = 0; i < 20; ++i) more.push_back(Chunk(RandomBytes(65536, 650 + i)));
+  Commit(more);
+  auto where = [&](const Fingerprint& fp) {
+    schema::ChunkIndexRecord rec;
+    EXPECT_TRUE(schema::ChunkIndexRecord::Decode(**db_->Get(schema::ChunkKey(fp)), &rec));
+    return std::pair{rec.segment, rec.offset};
+  };
+  const auto before = where(chunks[19].fp);
+  EXPECT_EQ(ReadBack(chunks[19].fp), contents[19]);  // remembers where it is
+  EXPECT_EQ(ReadBack(other.fp), other_content);      // and pushes it out of the chunk cache
+  // The cleaner moves it, and its old segment is written over.
+  ASSERT_TRUE(store_->Clean(sb_.segment_count).ok());
+  ASSERT_TRUE(store_->SyncFreed().ok());
+  std::vector<ChunkContent> filler;
+  for (int i = 0; i < 40; ++i) filler.push_back(Chunk(RandomBytes(65536, 700 + i)));
+  Commit(filler);
+  ASSERT_NE(where(chunks[19].fp), before);
+  EXPECT_EQ(ReadBack(chunks[19].fp), contents[19]);
+  EXPECT_EQ(ReadBack(other.fp), other_content);
+  auto many = store_->ReadMany(std::vector<Fingerprint>{chunks[19].fp, other.fp});
+  ASSERT_TRUE(many[0].ok() && many[1].ok());
+  EXPECT_TRUE(std::equal((*many[0])->begin(), (*many[0])->end(), Bytes(contents[19]).begin()));
+}
+
 TEST_F(ChunkStoreTest, FullStoreRefusesReservations) {
   uint64_t capacity = store_->Usage().available_bytes;
   EXPECT_TRUE(store_->Reserve(capacity).ok());
