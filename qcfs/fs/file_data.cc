@@ -223,11 +223,13 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
     size_t in_chunk;
     size_t length;
     std::byte* dest;
+    std::optional<Fingerprint> fp;  // known from the inode's extent cache
   };
   size_t total = 0;
   Status result;
   for (int attempt = 0; attempt < 4; ++attempt) {
     std::vector<Pending> pending;
+    uint64_t generation;
     {
       std::lock_guard stripe(StripeFor(ino));
       if (inode->stale) {
@@ -248,6 +250,12 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
         break;
       }
       total = static_cast<size_t>(std::min<uint64_t>(out.size(), size - offset));
+      generation = inode->generation;
+      if (inode->extent_gen != generation) {
+        extent_cache_total_.fetch_sub(static_cast<int64_t>(inode->extent_fps.size()));
+        inode->extent_fps.clear();
+        inode->extent_gen = generation;
+      }
       uint64_t pos = offset;
       const uint64_t end = offset + total;
       while (pos < end) {
@@ -262,8 +270,10 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
           std::memcpy(dest, buf->data.data() + in_chunk, n);
         } else if (pos >= inode->rec.size) {
           std::memset(dest, 0, n);  // beyond what is stored: a hole
+        } else if (auto c = inode->extent_fps.find(index); c != inode->extent_fps.end()) {
+          pending.push_back({index, in_chunk, n, dest, c->second});
         } else {
-          pending.push_back({index, in_chunk, n, dest});
+          pending.push_back({index, in_chunk, n, dest, std::nullopt});
         }
         pos += n;
       }
@@ -273,7 +283,13 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
     // The chunks' fingerprints, then their bytes in one batch of device reads.
     std::vector<Fingerprint> fps;
     std::vector<const Pending*> stored;
+    std::vector<std::pair<uint64_t, Fingerprint>> learned;
     for (const Pending& p : pending) {
+      if (p.fp) {
+        fps.push_back(*p.fp);
+        stored.push_back(&p);
+        continue;
+      }
       auto value = db_->Get(schema::ExtentKey(ino, p.index));
       if (!value.ok()) {
         result = value.status();
@@ -290,8 +306,22 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
       }
       fps.push_back(e.fp);
       stored.push_back(&p);
+      learned.emplace_back(p.index, e.fp);
     }
     if (!result.ok()) break;
+    if (!learned.empty()) {
+      // Kept only if no commit or truncation happened since the records were
+      // read: those bump the generation under the stripe lock.
+      const int64_t limit = static_cast<int64_t>(options_.cache_bytes / 2048);
+      std::lock_guard stripe(StripeFor(ino));
+      if (inode->generation == generation && inode->extent_gen == generation) {
+        inode->extent_cache_total = &extent_cache_total_;
+        for (const auto& [index, fp] : learned) {
+          if (extent_cache_total_.load(std::memory_order_relaxed) >= limit) break;
+          if (inode->extent_fps.emplace(index, fp).second) extent_cache_total_.fetch_add(1);
+        }
+      }
+    }
     auto chunks = store_->ReadMany(fps);
     for (size_t k = 0; k < stored.size(); ++k) {
       const Pending& p = *stored[k];
@@ -584,7 +614,10 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRec
     {
       std::lock_guard stripe(StripeFor(in->ino));
       Status s = written;
-      if (s.ok() && !in->purged) {
+      // An item of attributes only pins nothing: if a newer state (or a
+      // direct write of the record) took over since the round began, this
+      // one's record is stale and must not overwrite the stored one.
+      if (s.ok() && !in->purged && FindState(in->ino) == item.inode) {
         auto scope = BeginCommit();
         auto txn = store_->Begin();
         rocksdb::WriteBatch batch;

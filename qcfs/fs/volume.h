@@ -502,6 +502,11 @@ class Volume {
 
   std::mutex stripes_[kStripes];  // guard each inode's record and in-memory state
 
+  // Fingerprints cached in all inodes' extent_fps (declared before states_,
+  // which it outlives); at most cache_bytes / 2048 of them (8 GiB of file
+  // data per 256 MiB of cache with 64 KiB chunks).
+  std::atomic<int64_t> extent_cache_total_{0};
+
   std::mutex states_mu_;  // guards states_
   std::unordered_map<uint64_t, InodeRef> states_;
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "qcfs/core/uninit_bytes.h"
@@ -25,6 +26,11 @@ struct ChunkBuf {
 
 struct Inode {
   explicit Inode(uint64_t n) : ino(n) {}
+  ~Inode() {
+    if (extent_cache_total != nullptr) extent_cache_total->fetch_sub(extent_fps.size());
+  }
+  Inode(const Inode&) = delete;
+  Inode& operator=(const Inode&) = delete;
   const uint64_t ino;
 
   // Guarded by the inode's stripe lock (Volume::StripeFor):
@@ -38,6 +44,14 @@ struct Inode {
   std::map<uint64_t, std::shared_ptr<ChunkBuf>> inflight;  // chunk index -> being flushed
   Status write_error;       // a failed flush, reported by the next fsync or close
   bool attr_dirty = false;  // rec differs from the persisted record (mtime, ctime)
+
+  // The fingerprints of stored chunks by chunk index, as their extent
+  // records read while `generation` was extent_gen: a read that finds its
+  // chunk here skips the extent lookup. Emptied when generation moves on.
+  // extent_cache_total (the volume's count over all inodes) bounds them.
+  std::unordered_map<uint64_t, Fingerprint> extent_fps;
+  uint64_t extent_gen = 0;
+  std::atomic<int64_t>* extent_cache_total = nullptr;
 
   // When the oldest unflushed write happened (ns, CLOCK_MONOTONIC); 0 if clean.
   std::atomic<int64_t> dirty_since{0};
