@@ -603,6 +603,7 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRec
     list.push_back(&r);
     bytes += r.bytes.size();
   }
+  if (commit_hook_) commit_hook_();
   Status written = prepared;
   if (written.ok()) written = store_->MakeRoom(bytes);
   if (written.ok()) written = store_->WriteRecords(list);

@@ -357,6 +357,10 @@ class Volume {
   ChunkStore* store() { return store_.get(); }
   MetaFs* space() { return space_.get(); }
   MetaDb* db() { return db_.get(); }
+  // Testing: runs on the commit thread before each flush round commits, so
+  // a test can change the volume between a round's preparation and its
+  // commit. Set it before the flush it is meant for; not thread-safe.
+  void SetCommitHookForTesting(std::function<void()> hook) { commit_hook_ = std::move(hook); }
 
  private:
   Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaFs> space, std::unique_ptr<MetaDb> db,
@@ -480,6 +484,7 @@ class Volume {
   // prepares the next (see FlushLocked); long-lived, so that its io_uring
   // ring is too.
   std::unique_ptr<ThreadPool> commit_pool_;
+  std::function<void()> commit_hook_;  // SetCommitHookForTesting
 
   // Serializes namespace changes (create, link, unlink, rename...) and the
   // volume counters below.

@@ -6,7 +6,11 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
+#include <condition_variable>
 #include <initializer_list>
+#include <mutex>
+#include <span>
+#include <thread>
 #include <tuple>
 
 #include <gtest/gtest.h>
@@ -241,6 +245,50 @@ TEST(Volume, AttributesSetOnAnOpenFileRideWithItsFlush) {
   ASSERT_TRUE(v->SetAttr(f.ino, r).ok());
   v.Reopen();
   EXPECT_EQ(v->GetAttr(f.ino)->mode & 07777, 0600u);
+}
+
+// A flush round that carries only a file's deferred attributes must not,
+// when it commits late, write its record over a newer one.
+TEST(Volume, LateAttributeFlushDoesNotOverwriteANewerRecord) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 0644, 0, kRoot);
+  SetAttrRequest chmod;
+  chmod.mode = 0600;
+  ASSERT_TRUE(v->SetAttr(f.ino, chmod).ok());  // deferred: the file is open
+  std::mutex mu;
+  std::condition_variable cv;
+  bool held = false, go = false;
+  v->SetCommitHookForTesting([&] {
+    std::unique_lock lock(mu);
+    if (held) return;
+    held = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return go; });
+  });
+  std::thread flush([&] { EXPECT_TRUE(v->Sync().ok()); });
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return held; });
+  }
+  // While that round waits to commit: close, change the mode directly,
+  // let the state go, and link the file under a second name.
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  chmod.mode = 0640;
+  ASSERT_TRUE(v->SetAttr(f.ino, chmod).ok());
+  char byte;
+  ASSERT_TRUE(v->Read(f.ino, 0, std::as_writable_bytes(std::span(&byte, 1))).ok());  // drops the clean state
+  ASSERT_TRUE(v->Link(f.ino, kRootIno, "g").ok());
+  {
+    std::lock_guard lock(mu);
+    go = true;
+  }
+  cv.notify_all();
+  flush.join();
+  v->SetCommitHookForTesting(nullptr);
+  v.Reopen();
+  auto a = *v->GetAttr(f.ino);
+  EXPECT_EQ(a.nlink, 2u);
+  EXPECT_EQ(a.mode & 07777, 0640u);
 }
 
 TEST(Volume, ExtendedAttributes) {
