@@ -47,6 +47,37 @@ TEST(FileData, PartialOverwriteOfAStoredChunk) {
   EXPECT_EQ(v.ReadAll(f), data);
 }
 
+// Reads of an open file remember its chunks' fingerprints; every change
+// to its stored chunks must make them look again.
+TEST(FileData, ReadsSeeEveryChangeToStoredChunksOfAnOpenFile) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 0644, O_RDWR, kRoot);
+  std::string data = RandomBytes(4 * 65536, 3);
+  v.WriteAt(f.ino, 0, data);
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  EXPECT_EQ(v.ReadAll(f.ino), data);  // fingerprints remembered
+  // A flushed overwrite.
+  std::string other = RandomBytes(65536, 4);
+  v.WriteAt(f.ino, 65536, other);
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  data.replace(65536, 65536, other);
+  EXPECT_EQ(v.ReadAll(f.ino), data);
+  // A punched hole.
+  ASSERT_TRUE(v->Fallocate(f.ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 65536).ok());
+  data.replace(0, 65536, std::string(65536, '\0'));
+  EXPECT_EQ(v.ReadAll(f.ino), data);
+  // Truncation down and back up.
+  SetAttrRequest shrink;
+  shrink.size = 2 * 65536 + 100;
+  ASSERT_TRUE(v->SetAttr(f.ino, shrink).ok());
+  SetAttrRequest grow;
+  grow.size = data.size();
+  ASSERT_TRUE(v->SetAttr(f.ino, grow).ok());
+  data.replace(2 * 65536 + 100, std::string::npos, std::string(data.size() - 2 * 65536 - 100, '\0'));
+  EXPECT_EQ(v.ReadAll(f.ino), data);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+}
+
 TEST(FileData, HolesReadAsZerosAndTakeNoSpace) {
   TestVolume v;
   auto f = *v->Create(kRootIno, "sparse", 0644, O_RDWR, kRoot);
