@@ -15,6 +15,7 @@
 
 #include <uuid/uuid.h>
 
+#include "qcfs/core/coding.h"
 #include "qcfs/core/log.h"
 #include "qcfs/core/units.h"
 #include "qcfs/fs/internal/inode.h"
@@ -1076,9 +1077,7 @@ struct AccessAcl {
 
 Result<AccessAcl> ParseAccessAcl(std::string_view value) {
   enum : uint16_t { kUserObj = 0x01, kUser = 0x02, kGroupObj = 0x04, kGroup = 0x08, kMask = 0x10, kOther = 0x20 };
-  auto u16 = [&](size_t at) {
-    return static_cast<uint16_t>(static_cast<uint8_t>(value[at]) | static_cast<uint8_t>(value[at + 1]) << 8);
-  };
+  auto u16 = [&](size_t at) { return LoadLE16(value.data() + at); };
   if (value.size() < 4 || (value.size() - 4) % 8 != 0 || u16(0) != 2 || u16(2) != 0) {
     return Status::Error(EINVAL, "malformed POSIX ACL");
   }

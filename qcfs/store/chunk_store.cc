@@ -397,16 +397,10 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fin
     }
     LocationErase(fp);  // moved or damaged: the index says which
   }
-  std::string key = schema::ChunkKey(fp);
   Status last;
   ChunkIndexRecord prev{};
   for (int attempt = 0; attempt < 3; ++attempt) {
-    QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(key));
-    if (!value.has_value()) return Status::Errorf(ENOENT, "chunk {} is not in the index", fp.ShortHex());
-    ChunkIndexRecord rec;
-    if (!ChunkIndexRecord::Decode(*value, &rec)) {
-      return Status::Errorf(EIO, "chunk {}: malformed index record", fp.ShortHex());
-    }
+    QCFS_ASSIGN_OR_RETURN(ChunkIndexRecord rec, IndexRecord(fp));
     // The same location twice: the damage is real, not a move by the cleaner.
     if (attempt > 0 && rec.segment == prev.segment && rec.offset == prev.offset) break;
     if (read_hook_) read_hook_();
@@ -429,62 +423,63 @@ std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::R
   struct Miss {
     size_t i;
     ChunkIndexRecord rec;
-    UninitBytes buf;
-    bool cached;  // rec came from the location cache
+    bool cached;         // rec came from the location cache
+    UninitBytes buf{};   // filled by the read
+    bool read = false;   // decoded into out[i]
   };
   std::vector<Miss> misses;
+  std::vector<IoOp> ops;
   for (size_t i = 0; i < fps.size(); ++i) {
     if (auto hit = CacheGet(fps[i])) {
       out.emplace_back(std::move(hit));
       continue;
     }
-    out.emplace_back(Status::Error(EIO, "chunk was not read"));  // replaced below
-    if (auto loc = LocationGet(fps[i])) {
-      misses.push_back({i, *loc, UninitBytes(loc->record_len), true});
+    std::optional<ChunkIndexRecord> loc = LocationGet(fps[i]);
+    Result<ChunkIndexRecord> rec = loc ? Result<ChunkIndexRecord>(*loc) : IndexRecord(fps[i]);
+    if (!rec.ok()) {
+      out.emplace_back(rec.status());
       continue;
     }
-    auto value = db_->Get(schema::ChunkKey(fps[i]));
-    ChunkIndexRecord rec;
-    if (!value.ok()) {
-      out[i] = value.status();
-    } else if (!value->has_value()) {
-      out[i] = Status::Errorf(ENOENT, "chunk {} is not in the index", fps[i].ShortHex());
-    } else if (!ChunkIndexRecord::Decode(**value, &rec)) {
-      out[i] = Status::Errorf(EIO, "chunk {}: malformed index record", fps[i].ShortHex());
-    } else {
-      misses.push_back({i, rec, UninitBytes(rec.record_len), false});  // filled by the read
-    }
+    out.emplace_back(Status::Error(EIO, "chunk was not read"));  // replaced below
+    misses.push_back({i, *rec, loc.has_value()});
   }
   if (misses.empty()) return out;
   if (read_hook_) read_hook_();
-  std::vector<IoOp> ops;
-  std::vector<Miss*> placed;
   for (Miss& m : misses) {
     auto offset = RecordOffset(fps[m.i], m.rec);
     if (!offset.ok()) continue;  // Read() below reports it, after a second look at the index
+    m.buf.resize(m.rec.record_len);
     ops.push_back(IoOp::Read(*offset, m.buf));
-    placed.push_back(&m);
   }
-  const bool read = device_->Submit(ops).ok();
-  std::vector<bool> done(misses.size(), false);
-  if (read) {
-    for (Miss* m : placed) {
-      auto data = DecodeChunk(fps[m->i], m->rec, m->buf);
+  if (device_->Submit(ops).ok()) {
+    for (Miss& m : misses) {
+      if (m.buf.empty()) continue;
+      auto data = DecodeChunk(fps[m.i], m.rec, m.buf);
       if (!data.ok()) continue;
-      CachePut(fps[m->i], *data);
-      if (!m->cached) LocationPut(fps[m->i], m->rec);
-      out[m->i] = std::move(data);
-      done[static_cast<size_t>(m - misses.data())] = true;
+      CachePut(fps[m.i], *data);
+      if (!m.cached) LocationPut(fps[m.i], m.rec);
+      out[m.i] = std::move(data);
+      m.read = true;
     }
   }
   // Whatever failed takes the one-chunk path: it looks the chunk up again
   // (the cleaner may have moved it) and says what is wrong.
-  for (size_t k = 0; k < misses.size(); ++k) {
-    if (done[k]) continue;
-    if (misses[k].cached) LocationErase(fps[misses[k].i]);
-    out[misses[k].i] = Read(fps[misses[k].i]);
+  for (const Miss& m : misses) {
+    if (m.read) continue;
+    if (m.cached) LocationErase(fps[m.i]);
+    out[m.i] = Read(fps[m.i]);
   }
   return out;
+}
+
+Result<ChunkIndexRecord> ChunkStore::IndexRecord(const Fingerprint& fp) {
+  QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::ChunkKey(fp)));
+  if (!value.has_value()) return Status::Errorf(ENOENT, "chunk {} is not in the index", fp.ShortHex());
+  ChunkIndexRecord rec;
+  if (!ChunkIndexRecord::Decode(*value, &rec)) {
+    return Status::Errorf(EIO, "chunk {}: malformed index record", fp.ShortHex());
+  }
+  return rec;
 }
 
 Result<uint64_t> ChunkStore::RecordOffset(const Fingerprint& fp, const ChunkIndexRecord& rec) const {

@@ -33,8 +33,8 @@
 #include <memory>
 #include <mutex>
 #include <span>
-#include <string>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -219,6 +219,8 @@ class ChunkStore {
   // Reads the record at `rec`'s location and extracts the chunk.
   Result<std::shared_ptr<const std::vector<std::byte>>> ReadChunk(const Fingerprint& fp,
                                                                   const schema::ChunkIndexRecord& rec);
+  // The chunk's index record: ENOENT if the index has none, EIO if malformed.
+  Result<schema::ChunkIndexRecord> IndexRecord(const Fingerprint& fp);
   // Where ReadChunk reads: EIO if `rec` points outside the segment area.
   Result<uint64_t> RecordOffset(const Fingerprint& fp, const schema::ChunkIndexRecord& rec) const;
   // Checks a record read from `rec`'s location and extracts the chunk.
