@@ -28,10 +28,19 @@ struct IoOp {
   uint64_t offset = 0;
   std::byte* data = nullptr;  // for writes the bytes are only read
   size_t length = 0;
+  // A write that may bypass the host's page cache (O_DIRECT): the bytes go to
+  // the disk as Submit runs, not in one burst at the next Sync, so a caller
+  // that writes and then syncs large runs (the chunk store) gets the disk's
+  // speed. REQUIRES: offset, length and data are multiples of kBlockSize.
+  bool direct = false;
 
   static IoOp Read(uint64_t offset, std::span<std::byte> buf) { return {Kind::kRead, offset, buf.data(), buf.size()}; }
   static IoOp Write(uint64_t offset, std::span<const std::byte> buf) {
     return {Kind::kWrite, offset, const_cast<std::byte*>(buf.data()), buf.size()};
+  }
+  // REQUIRES: offset, buf.data() and buf.size() are multiples of kBlockSize.
+  static IoOp DirectWrite(uint64_t offset, std::span<const std::byte> buf) {
+    return {Kind::kWrite, offset, const_cast<std::byte*>(buf.data()), buf.size(), true};
   }
 };
 
@@ -44,6 +53,10 @@ class Device {
   // Path it was opened from ("" for in-memory devices).
   virtual const std::string& path() const = 0;
   virtual bool is_block_device() const { return false; }
+  // Whether IoOp::direct writes really bypass the cache; where they cannot
+  // (a host file system without O_DIRECT, an in-memory device) they are
+  // written like any other, so shaping writes for them buys nothing.
+  virtual bool direct_writes() const { return false; }
 
   // Runs every op of the batch; returns when all have completed. A read past
   // the end of an image file yields zeros. The first error wins; the others

@@ -25,6 +25,11 @@ Status MemDevice::Submit(std::span<const IoOp> ops) {
       if (first.ok()) first = Status::Errorf(EIO, "I/O at offset {} length {} is beyond the end of the device", op.offset, op.length);
       continue;
     }
+    if (op.direct && (op.offset % kBlock != 0 || op.length % kBlock != 0 ||
+                      reinterpret_cast<uintptr_t>(op.data) % kBlock != 0)) {
+      if (first.ok()) first = Status::Errorf(EINVAL, "direct write at offset {} length {} is not block aligned", op.offset, op.length);
+      continue;
+    }
     if (hook_) {
       Status s = hook_(op);
       if (!s.ok()) {

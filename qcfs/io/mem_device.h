@@ -6,6 +6,7 @@
 // A fault hook may fail any operation (EIO, ENOSPC) or let it through.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -24,12 +25,17 @@ class MemDevice final : public Device {
 
   uint64_t size() const override;
   const std::string& path() const override { return path_; }
+  bool direct_writes() const override { return direct_writes_.load(); }
   Status Submit(std::span<const IoOp> ops) override;
   Status Sync() override;
   Status Discard(uint64_t offset, uint64_t length) override;
   Result<uint64_t> Grow(uint64_t size) override;
 
   void SetFaultHook(FaultHook hook);
+  // Claims O_DIRECT-like writes (off by default), so that callers shape
+  // their writes for them. A direct write that is not block aligned fails
+  // with EINVAL, as the kernel's does, whether or not this is on.
+  void SetDirectWrites(bool on) { direct_writes_.store(on); }
   // Simulates a power cut: the contents revert to the last Sync.
   void DropUnsynced();
   // A power cut where the writes since the last Sync reached the media in
@@ -44,6 +50,7 @@ class MemDevice final : public Device {
   uint64_t syncs() const;
 
  private:
+  std::atomic<bool> direct_writes_{false};
   uint64_t size_;  // guarded by mu_
   const std::string path_;
   mutable std::mutex mu_;  // guards everything below

@@ -4,6 +4,13 @@
 // and flusher threads never contend on a submission queue. A batch is
 // submitted with one io_uring_submit_and_wait per ring-full of operations;
 // short transfers are resubmitted for the remainder.
+//
+// A writable device also holds a second descriptor opened O_DIRECT, for
+// IoOp::direct writes. Written through the page cache and then synced, an
+// image file goes to the disk in one burst at fdatasync, at a fraction of the
+// disk's speed (on the reference machine 330 MiB/s against 1.5 GiB/s with
+// O_DIRECT, both syncing every 64 MiB). Reads stay buffered: the kernel keeps
+// the page cache coherent with direct writes to the same file.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -17,6 +24,8 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <shared_mutex>
+#include <string>
 #include <vector>
 
 #include "qcfs/core/unique_fd.h"
@@ -56,12 +65,13 @@ struct Pending {
 
 class UringDevice final : public Device {
  public:
-  UringDevice(std::string path, UniqueFd fd, uint64_t size, bool block)
-      : path_(std::move(path)), fd_(std::move(fd)), size_(size), block_(block) {}
+  UringDevice(std::string path, UniqueFd fd, UniqueFd direct_fd, uint64_t size, bool block)
+      : path_(std::move(path)), fd_(std::move(fd)), direct_fd_(std::move(direct_fd)), size_(size), block_(block) {}
 
   uint64_t size() const override { return size_.load(std::memory_order_acquire); }
   const std::string& path() const override { return path_; }
   bool is_block_device() const override { return block_; }
+  bool direct_writes() const override { return direct_fd_.valid(); }
 
   Status Submit(std::span<const IoOp> ops) override {
     for (const IoOp& op : ops) {
@@ -75,73 +85,26 @@ class UringDevice final : public Device {
     if (ring.init_error() != 0) return ErrnoStatus(ring.init_error(), "io_uring_queue_init");
     io_uring* r = ring.get();
 
-    std::vector<Pending> queue;
-    queue.reserve(ops.size());
+    // Direct writes run after the rest, and never while another thread's
+    // buffered write runs: see mode_mu_.
+    std::vector<Pending> cached, direct;
     for (const IoOp& op : ops) {
-      if (op.length > 0) queue.push_back({&op, 0});
+      if (op.length == 0) continue;
+      Pending p{&op, 0};
+      (op.kind == IoOp::Kind::kWrite && WriteFd(p) == direct_fd_.get() ? direct : cached).push_back(p);
     }
     Status first_error;
-    size_t next = 0;  // index into queue of the next op to submit
-    std::vector<Pending> retry;
-    while (next < queue.size()) {
-      unsigned batch = 0;
-      while (next < queue.size() && batch < kRingDepth) {
-        io_uring_sqe* sqe = io_uring_get_sqe(r);
-        if (sqe == nullptr) break;
-        Pending* p = &queue[next];
-        const IoOp* op = p->op;
-        if (op->kind == IoOp::Kind::kRead) {
-          io_uring_prep_read(sqe, fd_.get(), op->data + p->done, static_cast<unsigned>(op->length - p->done),
-                             op->offset + p->done);
-        } else {
-          io_uring_prep_write(sqe, fd_.get(), op->data + p->done, static_cast<unsigned>(op->length - p->done),
-                              op->offset + p->done);
-        }
-        io_uring_sqe_set_data(sqe, p);
-        ++next;
-        ++batch;
-      }
-      int rc = io_uring_submit_and_wait(r, batch);
-      if (rc < 0) return ErrnoStatus(-rc, "io_uring_submit_and_wait");
-      for (unsigned i = 0; i < batch; ++i) {
-        io_uring_cqe* cqe = nullptr;
-        rc = io_uring_wait_cqe(r, &cqe);
-        if (rc < 0) return ErrnoStatus(-rc, "io_uring_wait_cqe");
-        auto* p = static_cast<Pending*>(io_uring_cqe_get_data(cqe));
-        int res = cqe->res;
-        io_uring_cqe_seen(r, cqe);
-        const IoOp* op = p->op;
-        if (res < 0) {
-          if (res == -EINTR || res == -EAGAIN) {
-            retry.push_back(*p);
-            continue;
-          }
-          if (first_error.ok()) {
-            first_error = Status::Errorf(-res, "{}: {} at offset {} length {}: {}", path_,
-                                         op->kind == IoOp::Kind::kRead ? "read" : "write", op->offset + p->done,
-                                         op->length - p->done, std::strerror(-res));
-          }
-          continue;
-        }
-        p->done += static_cast<size_t>(res);
-        if (p->done < op->length) {
-          if (res == 0) {
-            if (op->kind == IoOp::Kind::kRead) {
-              // Past the end of a file that is shorter than the device: zeros.
-              std::memset(op->data + p->done, 0, op->length - p->done);
-            } else if (first_error.ok()) {
-              first_error = Status::Errorf(EIO, "{}: write at offset {} made no progress", path_, op->offset + p->done);
-            }
-            continue;
-          }
-          retry.push_back(*p);
-        }
-      }
-      if (next == queue.size() && !retry.empty()) {
-        queue = std::move(retry);
-        retry.clear();
-        next = 0;
-      }
+    if (!cached.empty()) {
+      const bool writes = std::any_of(cached.begin(), cached.end(),
+                                      [](const Pending& p) { return p.op->kind == IoOp::Kind::kWrite; });
+      std::shared_lock<std::shared_mutex> lock(mode_mu_, std::defer_lock);
+      if (writes) lock.lock();
+      first_error = RunQueue(r, std::move(cached));
+    }
+    if (!direct.empty()) {
+      std::unique_lock<std::shared_mutex> lock(mode_mu_);
+      Status s = RunQueue(r, std::move(direct));
+      if (first_error.ok()) first_error = s;
     }
     return first_error;
   }
@@ -193,8 +156,95 @@ class UringDevice final : public Device {
   }
 
  private:
+  // Runs every op of `queue`, a ring-full at a time, until each is done or
+  // has failed; the first error wins.
+  Status RunQueue(io_uring* r, std::vector<Pending> queue) {
+    Status first_error;
+    size_t next = 0;  // index into queue of the next op to submit
+    std::vector<Pending> retry;
+    while (next < queue.size()) {
+      unsigned batch = 0;
+      while (next < queue.size() && batch < kRingDepth) {
+        io_uring_sqe* sqe = io_uring_get_sqe(r);
+        if (sqe == nullptr) break;
+        Pending* p = &queue[next];
+        const IoOp* op = p->op;
+        if (op->kind == IoOp::Kind::kRead) {
+          io_uring_prep_read(sqe, fd_.get(), op->data + p->done, static_cast<unsigned>(op->length - p->done),
+                             op->offset + p->done);
+        } else {
+          io_uring_prep_write(sqe, WriteFd(*p), op->data + p->done, static_cast<unsigned>(op->length - p->done),
+                              op->offset + p->done);
+        }
+        io_uring_sqe_set_data(sqe, p);
+        ++next;
+        ++batch;
+      }
+      int rc = io_uring_submit_and_wait(r, batch);
+      if (rc < 0) return ErrnoStatus(-rc, "io_uring_submit_and_wait");
+      for (unsigned i = 0; i < batch; ++i) {
+        io_uring_cqe* cqe = nullptr;
+        rc = io_uring_wait_cqe(r, &cqe);
+        if (rc < 0) return ErrnoStatus(-rc, "io_uring_wait_cqe");
+        auto* p = static_cast<Pending*>(io_uring_cqe_get_data(cqe));
+        int res = cqe->res;
+        io_uring_cqe_seen(r, cqe);
+        const IoOp* op = p->op;
+        if (res < 0) {
+          if (res == -EINTR || res == -EAGAIN) {
+            retry.push_back(*p);
+            continue;
+          }
+          if (first_error.ok()) {
+            first_error = Status::Errorf(-res, "{}: {} at offset {} length {}: {}", path_,
+                                         op->kind == IoOp::Kind::kRead ? "read" : "write", op->offset + p->done,
+                                         op->length - p->done, std::strerror(-res));
+          }
+          continue;
+        }
+        p->done += static_cast<size_t>(res);
+        if (p->done < op->length) {
+          if (res == 0) {
+            if (op->kind == IoOp::Kind::kRead) {
+              // Past the end of a file that is shorter than the device: zeros.
+              std::memset(op->data + p->done, 0, op->length - p->done);
+            } else if (first_error.ok()) {
+              first_error = Status::Errorf(EIO, "{}: write at offset {} made no progress", path_, op->offset + p->done);
+            }
+            continue;
+          }
+          retry.push_back(*p);
+        }
+      }
+      if (next == queue.size() && !retry.empty()) {
+        queue = std::move(retry);
+        retry.clear();
+        next = 0;
+      }
+    }
+    return first_error;
+  }
+
+  // The descriptor for the rest of a write: direct while what remains is
+  // still block aligned (a short direct transfer may leave it otherwise).
+  int WriteFd(const Pending& p) const {
+    if (!p.op->direct || !direct_fd_.valid()) return fd_.get();
+    const uint64_t rest = p.op->length - p.done;
+    const auto addr = reinterpret_cast<uintptr_t>(p.op->data + p.done);
+    const bool aligned = (p.op->offset + p.done) % kBlockSize == 0 && rest % kBlockSize == 0 && addr % kBlockSize == 0;
+    return aligned ? direct_fd_.get() : fd_.get();
+  }
+
   std::string path_;
   UniqueFd fd_;
+  UniqueFd direct_fd_;  // O_DIRECT, for IoOp::direct writes; invalid where unsupported or read-only
+  // Held shared by buffered writes and exclusively by direct writes. After a
+  // direct write the kernel drops the cached pages it covered; a page cache
+  // folio can be larger than a block (up to 2 MiB with large readahead) and
+  // span a metadata segment and a data segment, and if a buffered write
+  // dirties it while the direct write is in flight, the kernel cannot drop
+  // it and fails the file's next fdatasync with EIO. Reads need no lock.
+  std::shared_mutex mode_mu_;
   std::atomic<uint64_t> size_;
   bool block_;
   std::mutex grow_mu_;
@@ -230,7 +280,15 @@ Result<std::unique_ptr<Device>> OpenDevice(const std::string& path, const Device
   } else {
     size = static_cast<uint64_t>(st.st_size);
   }
-  return std::unique_ptr<Device>(new UringDevice(path, std::move(fd), size, block));
+  UniqueFd direct_fd;
+  if (!options.read_only) {
+    // Not O_EXCL: the first descriptor holds the claim. Without O_DIRECT
+    // (tmpfs, some FUSE hosts) every write goes through the page cache.
+    // Reopened through /proc so that both descriptors name the same file.
+    const std::string self = "/proc/self/fd/" + std::to_string(fd.get());
+    direct_fd = UniqueFd(::open(self.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+  }
+  return std::unique_ptr<Device>(new UringDevice(path, std::move(fd), std::move(direct_fd), size, block));
 }
 
 Status CreateImageFile(const std::string& path, uint64_t size, bool truncate_existing) {

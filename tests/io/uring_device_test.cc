@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include <gtest/gtest.h>
@@ -42,6 +44,67 @@ TEST(UringDevice, BatchedWritesAndReads) {
   for (int i = 0; i < 300; ++i) reads.push_back(IoOp::Read(uint64_t(i) * 100000 + 7, back[i]));
   ASSERT_TRUE((*dev)->Submit(reads).ok());
   for (int i = 0; i < 300; ++i) EXPECT_EQ(back[i], bufs[i]) << i;
+}
+
+TEST(UringDevice, DirectWritesReplaceWhatTheCacheHeld) {
+  TempDir dir;
+  std::string img = dir.Join("dev.img");
+  ASSERT_TRUE(CreateImageFile(img, 16 << 20, false).ok());
+  auto dev = OpenDevice(img, DeviceOptions{});
+  ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+  // Every Linux file system a volume is made on takes O_DIRECT but tmpfs.
+  if (!(*dev)->direct_writes()) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
+
+  // Old bytes, synced and read once so that the page cache holds them.
+  std::vector<std::byte> old = Pattern(256 << 10, 1);
+  ASSERT_TRUE((*dev)->Write(1 << 20, old).ok());
+  ASSERT_TRUE((*dev)->Sync().ok());
+  std::vector<std::byte> back(old.size());
+  ASSERT_TRUE((*dev)->Read(1 << 20, back).ok());
+  ASSERT_EQ(back, old);
+
+  // New bytes written past the cache.
+  std::vector<std::byte> fresh = Pattern(old.size(), 2);
+  auto* aligned = static_cast<std::byte*>(std::aligned_alloc(kBlockSize, fresh.size()));
+  ASSERT_NE(aligned, nullptr);
+  std::memcpy(aligned, fresh.data(), fresh.size());
+  Status written = (*dev)->Submit(std::vector<IoOp>{IoOp::DirectWrite(1 << 20, {aligned, fresh.size()})});
+  std::free(aligned);
+  ASSERT_TRUE(written.ok()) << written.ToString();
+  // A direct write from a buffer that is not aligned goes through the cache.
+  std::vector<std::byte> odd(kBlockSize + 1);
+  std::memcpy(odd.data() + 1, fresh.data(), kBlockSize);
+  const IoOp unaligned{IoOp::Kind::kWrite, 8 << 20, odd.data() + 1, kBlockSize, /*direct=*/true};
+  written = (*dev)->Submit({&unaligned, 1});
+  ASSERT_TRUE(written.ok()) << written.ToString();
+  Status synced = (*dev)->Sync();
+  ASSERT_TRUE(synced.ok()) << synced.ToString();
+
+  ASSERT_TRUE((*dev)->Read(1 << 20, back).ok());
+  EXPECT_EQ(back, fresh) << "a read after a direct write returned the cached bytes";
+  std::vector<std::byte> block(kBlockSize);
+  ASSERT_TRUE((*dev)->Read(8 << 20, block).ok());
+  EXPECT_TRUE(std::equal(block.begin(), block.end(), fresh.begin()));
+
+  dev->reset();
+  auto again = OpenDevice(img, DeviceOptions{});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  std::fill(back.begin(), back.end(), std::byte{0});
+  ASSERT_TRUE((*again)->Read(1 << 20, back).ok());
+  EXPECT_EQ(back, fresh);
+  ASSERT_TRUE((*again)->Read(8 << 20, block).ok());
+  EXPECT_TRUE(std::equal(block.begin(), block.end(), fresh.begin()));
+}
+
+TEST(UringDevice, ReadOnlyDeviceWritesNothingDirectly) {
+  TempDir dir;
+  std::string img = dir.Join("dev.img");
+  ASSERT_TRUE(CreateImageFile(img, 1 << 20, false).ok());
+  DeviceOptions ro;
+  ro.read_only = true;
+  auto dev = OpenDevice(img, ro);
+  ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+  EXPECT_FALSE((*dev)->direct_writes());
 }
 
 TEST(UringDevice, RefusesIoBeyondTheEnd) {
