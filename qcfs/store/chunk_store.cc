@@ -301,9 +301,14 @@ Status ChunkStore::StageRecord(std::span<const std::byte> record, std::vector<St
 
 Status ChunkStore::WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t>* closed) {
   if (staged->empty()) return Status::Ok();
-  std::vector<IoOp> ops;
-  for (const Staged& st : *staged) ops.push_back(IoOp::Write(sb_.SegmentOffset(st.segment) + st.start, st.data()));
-  Status s = device_->Submit(ops);
+  Status s;
+  if (device_->direct_writes()) {
+    s = WriteStagedDirect(*staged);
+  } else {
+    std::vector<IoOp> ops;
+    for (const Staged& st : *staged) ops.push_back(IoOp::Write(sb_.SegmentOffset(st.segment) + st.start, st.data()));
+    s = device_->Submit(ops);
+  }
   if (s.ok()) s = device_->Sync();
   {
     // The next write starts on a fresh block: blocks holding durable records are never rewritten.
@@ -318,6 +323,64 @@ Status ChunkStore::WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t
   }
   staged->clear();
   return s.WithContext("writing chunk data");
+}
+
+Status ChunkStore::WriteStagedDirect(const std::vector<Staged>& staged) {
+  constexpr size_t kBounceBytes = 8 << 20;
+  if (!bounce_) {
+    bounce_.reset(static_cast<std::byte*>(std::aligned_alloc(kBlockSize, kBounceBytes)));
+    if (!bounce_) return Status::Error(ENOMEM, "no memory for the write buffer");
+  }
+  std::byte* const bounce = bounce_.get();
+  std::vector<IoOp> ops;
+  size_t used = 0;        // bounce bytes taken by the ops in `ops`
+  size_t fill = 0;        // bounce bytes of the op being filled, after `used`
+  uint64_t op_offset = 0; // device offset of that op
+  bool open = false;      // whether an op is being filled
+  auto close_op = [&] {
+    if (!open) return;
+    const size_t padded = RoundUp(fill, kBlockSize);
+    std::memset(bounce + used + fill, 0, padded - fill);
+    ops.push_back(IoOp::DirectWrite(op_offset, {bounce + used, padded}));
+    used += padded;
+    fill = 0;
+    open = false;
+  };
+  auto submit = [&] {
+    close_op();
+    Status s = device_->Submit(ops);
+    ops.clear();
+    used = 0;
+    return s;
+  };
+  for (size_t i = 0; i < staged.size(); ++i) {
+    const Staged& st = staged[i];
+    uint64_t offset = sb_.SegmentOffset(st.segment) + st.start;
+    const bool continues = open && staged[i - 1].segment == st.segment &&
+                           staged[i - 1].start + staged[i - 1].data().size() == st.start;
+    if (!continues) {
+      close_op();
+      if (offset % kBlockSize != 0) {
+        // Not where a write starts; never padded over what precedes it.
+        ops.push_back(IoOp::Write(offset, st.data()));
+        continue;
+      }
+    }
+    std::span<const std::byte> rest = st.data();
+    while (!rest.empty()) {
+      if (used + fill == kBounceBytes) QCFS_RETURN_IF_ERROR(submit());
+      if (!open) {
+        op_offset = offset;
+        open = true;
+      }
+      const size_t n = std::min(rest.size(), kBounceBytes - used - fill);
+      std::memcpy(bounce + used + fill, rest.data(), n);
+      fill += n;
+      offset += n;
+      rest = rest.subspan(n);
+    }
+  }
+  return submit();
 }
 
 Result<std::vector<bool>> ChunkStore::Known(std::span<const Fingerprint> fps) {

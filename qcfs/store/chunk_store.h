@@ -28,6 +28,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <list>
 #include <memory>
@@ -211,6 +212,11 @@ class ChunkStore {
   // Writes staged bytes and syncs the device; the next write starts on a
   // fresh block.
   Status WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t>* closed);
+  // Writes staged bytes past the page cache: each run of contiguous pieces
+  // starts on a block boundary (every write does), is copied into the aligned
+  // bounce buffer and padded with zeros to the next block, which no later
+  // write uses. Does not sync.
+  Status WriteStagedDirect(const std::vector<Staged>& staged);
 
   uint64_t AvailableLocked() const;
   uint64_t ImmediateLocked() const;
@@ -256,6 +262,11 @@ class ChunkStore {
   // Written with write_mu_ and state_mu_ held; read with either.
   int64_t open_segment_ = -1;  // segment receiving new records, or -1
   uint32_t open_offset_ = 0;   // next record offset in it (4 KiB aligned between writes)
+  // Block-aligned staging for direct writes, allocated at first use; guarded by write_mu_.
+  struct FreeAligned {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::byte, FreeAligned> bounce_;
 
   // Read cache of decompressed chunks (LRU). Guards cache_*.
   std::mutex cache_mu_;
