@@ -11,9 +11,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "qcfs/control/control.h"
@@ -23,6 +25,7 @@
 #include "qcfs/fs/volume.h"
 #include "qcfs/fuse/fuse_server.h"
 #include "qcfs/fuse/utab.h"
+#include "qcfs/fuse/writeback_policy.h"
 
 namespace qcfs {
 namespace {
@@ -41,25 +44,94 @@ std::string Unescape(const std::string& s) {
   return out;
 }
 
-// Lets the mount's dirty pages follow the system's vm.dirty_* limits, like a
-// kernel file system's, instead of FUSE's strict 1% of them (see
-// MountConfig::strict_dirty_limit). Needs root; without it the kernel's
-// limit stays.
-void RaiseDirtyLimit(const std::string& mountpoint) {
-  std::optional<std::string> bdi = MountDevice(mountpoint);
-  if (!bdi) {
-    Log(LogLevel::kInfo, "dirty page limit: {} not found in /proc/self/mountinfo; keeping the kernel's", mountpoint);
-    return;
-  }
-  auto put = [&](const char* knob, const char* value) {
-    std::ofstream f("/sys/class/bdi/" + *bdi + "/" + knob);
-    f << value;
-    f.flush();
-    if (!f) Log(LogLevel::kInfo, "dirty page limit: cannot set /sys/class/bdi/{}/{} (not root?)", *bdi, knob);
-    return static_cast<bool>(f);
-  };
-  if (put("max_ratio", "100")) put("strict_limit", "0");
+// Writes `value` to /sys/class/bdi/BDI/KNOB; false (and a note in the log)
+// where it cannot (not root).
+bool PutBdiKnob(const std::string& bdi, const char* knob, const std::string& value) {
+  std::ofstream f("/sys/class/bdi/" + bdi + "/" + knob);
+  f << value;
+  f.flush();
+  if (!f) Log(LogLevel::kInfo, "dirty page limit: cannot set /sys/class/bdi/{}/{} (not root?)", bdi, knob);
+  return static_cast<bool>(f);
 }
+
+// Lets the mount's dirty pages follow the system's vm.dirty_* limits, like a
+// kernel file system's, instead of FUSE's strict 1% of them.
+void SetSystemDirtyLimit(const std::string& bdi) {
+  if (PutBdiKnob(bdi, "max_ratio", "100")) PutBdiKnob(bdi, "strict_limit", "0");
+}
+
+// Applies a WritebackPolicy to the mount's bdi: the daemon's WRITE requests
+// feed it, and a thread of its own reports the system's dirty page cache
+// twice a second.
+class DirtyLimitTuner {
+ public:
+  explicit DirtyLimitTuner(std::string bdi) : bdi_(std::move(bdi)) {
+    Apply();
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~DirtyLimitTuner() {
+    {
+      std::lock_guard lock(stop_mu_);
+      stop_ = true;
+    }
+    stop_cv_.notify_all();
+    thread_.join();
+  }
+  DirtyLimitTuner(const DirtyLimitTuner&) = delete;
+  DirtyLimitTuner& operator=(const DirtyLimitTuner&) = delete;
+
+  void OnWrite(size_t length) {
+    if (policy_.OnWrite(length)) Apply();
+  }
+
+ private:
+  // Writes the knobs of the current mode; the last caller writes the latest.
+  void Apply() {
+    std::lock_guard lock(apply_mu_);
+    if (failed_) return;
+    const bool absorb = policy_.mode() == WritebackPolicy::Mode::kAbsorb;
+    bool ok;
+    if (absorb) {
+      ok = PutBdiKnob(bdi_, "max_ratio", "100") && PutBdiKnob(bdi_, "strict_limit", "0");
+    } else {
+      ok = PutBdiKnob(bdi_, "strict_limit", "1") &&
+           PutBdiKnob(bdi_, "max_ratio", std::to_string(policy_.options().stream_max_ratio));
+    }
+    if (!ok) {
+      failed_ = true;  // keep whatever the kernel has
+      return;
+    }
+    Log(LogLevel::kInfo, "dirty page limit: {}", absorb ? "absorbing scattered writes (the system's limits)"
+                                                       : "streaming (a strict share of the system's limits)");
+  }
+
+  void Loop() {
+    std::unique_lock lock(stop_mu_);
+    while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; })) {
+      uint64_t dirty = 0, writeback = 0, background = 0;
+      std::ifstream in("/proc/vmstat");
+      std::string name;
+      uint64_t value = 0;
+      while (in >> name >> value) {
+        if (name == "nr_dirty") dirty = value;
+        else if (name == "nr_writeback") writeback = value;
+        else if (name == "nr_dirty_background_threshold") background = value;
+      }
+      const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+      if (background == 0) continue;
+      if (policy_.OnTick((dirty + writeback) * page, background * page)) Apply();
+    }
+  }
+
+  const std::string bdi_;
+  WritebackPolicy policy_;
+  std::mutex apply_mu_;  // serializes Apply; guards failed_
+  bool failed_ = false;
+  std::mutex stop_mu_;   // guards stop_
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 void SyslogSink(LogLevel level, std::string_view msg) {
   int prio = level == LogLevel::kError ? LOG_ERR : level == LogLevel::kWarning ? LOG_WARNING : LOG_INFO;
@@ -104,7 +176,19 @@ Status Serve(const MountRequest& req, int ready_fd) {
   if (!server_or.ok()) return server_or.status();
   std::unique_ptr<FuseServer> server = std::move(server_or).value();
   server_ptr = server.get();
-  if (!config.strict_dirty_limit) RaiseDirtyLimit(req.mountpoint);
+  std::unique_ptr<DirtyLimitTuner> tuner;
+  if (config.dirty_limit != MountConfig::DirtyLimit::kFuse) {
+    std::optional<std::string> bdi = MountDevice(req.mountpoint);
+    if (!bdi) {
+      Log(LogLevel::kInfo, "dirty page limit: {} not found in /proc/self/mountinfo; keeping the kernel's",
+          req.mountpoint);
+    } else if (config.dirty_limit == MountConfig::DirtyLimit::kSystem) {
+      SetSystemDirtyLimit(*bdi);
+    } else {
+      tuner = std::make_unique<DirtyLimitTuner>(*bdi);
+      server->ObserveWrites([t = tuner.get()](size_t length) { t->OnWrite(length); });
+    }
+  }
 
   MountRecord record;
   record.pid = ::getpid();
@@ -134,6 +218,7 @@ Status Serve(const MountRequest& req, int ready_fd) {
   RecordInUtab(req.device, req.mountpoint);
   Log(LogLevel::kInfo, "mounted {} on {}", req.device, req.mountpoint);
   Status run = server->Run();
+  tuner.reset();  // Run's threads are gone: nothing calls it any more
   // Detach first, so that nobody waits on a mount that no longer serves,
   // then flush and close.
   server_ptr = nullptr;

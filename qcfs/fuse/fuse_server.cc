@@ -270,6 +270,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
   Guard(req, [&] {
+    if (const auto& observe = Server(req)->write_observer()) observe(size);
     auto* h = reinterpret_cast<FileHandle*>(fi->fh);
     // O_APPEND writes go to the end; a page written back from mmap carries
     // its own offset, whatever handle the kernel sends it through. With the

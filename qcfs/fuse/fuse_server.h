@@ -10,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -62,6 +63,11 @@ class FuseServer {
   Volume* volume() const { return volume_; }
   const MountConfig& config() const { return config_; }
 
+  // Called with the length of every WRITE request, from the thread serving
+  // it. REQUIRES: set before Run(); cheap, and never blocks on the mount.
+  void ObserveWrites(std::function<void(size_t)> observer) { write_observer_ = std::move(observer); }
+  const std::function<void(size_t)>& write_observer() const { return write_observer_; }
+
  private:
   FuseServer(Volume* volume, const MountConfig& config) : volume_(volume), config_(config) {}
   void InvalidationLoop();
@@ -74,6 +80,7 @@ class FuseServer {
 
   Volume* volume_;
   MountConfig config_;
+  std::function<void(size_t)> write_observer_;
   fuse_session* session_ = nullptr;
   bool mounted_ = false;
   bool signals_installed_ = false;

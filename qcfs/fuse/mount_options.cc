@@ -44,8 +44,11 @@ const char* MountOptionsHelp() {
          "  discard, nodiscard       return freed space to the device (default discard)\n"
          "  writeback_cache,         buffer writes in the kernel's page cache (default;\n"
          "  no_writeback_cache         fsync still means durable)\n"
-         "  dirty_limit=system|fuse  dirty page limit: the system's vm.dirty_* settings\n"
-         "                             (default) or the kernel's strict FUSE default\n"
+         "  dirty_limit=adaptive|system|fuse\n"
+         "                           dirty page limit: a tenth of the system's while\n"
+         "                             writes stream, all of it for random writes\n"
+         "                             (adaptive, default); the system's vm.dirty_*\n"
+         "                             settings; or the kernel's strict FUSE default\n"
          "  snapdir=hidden|visible   list .snapshots in the root (default hidden;\n"
          "                             it is always reachable by name)\n"
          "  dev, nodev, suid, nosuid, exec, noexec, sync, async: as mount(8)\n"
@@ -102,8 +105,10 @@ Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* con
       } else if (key == "no_writeback_cache") {
         config->writeback_cache = false;
       } else if (key == "dirty_limit") {
-        if (value != "system" && value != "fuse") return Status::Error(EINVAL, "dirty_limit must be system or fuse");
-        config->strict_dirty_limit = value == "fuse";
+        if (value == "adaptive") config->dirty_limit = MountConfig::DirtyLimit::kAdaptive;
+        else if (value == "system") config->dirty_limit = MountConfig::DirtyLimit::kSystem;
+        else if (value == "fuse") config->dirty_limit = MountConfig::DirtyLimit::kFuse;
+        else return Status::Error(EINVAL, "dirty_limit must be adaptive, system or fuse");
       } else if (key == "snapdir") {
         if (value != "visible" && value != "hidden") return Status::Error(EINVAL, "snapdir must be visible or hidden");
         config->volume.snapdir_visible = value == "visible";

@@ -34,12 +34,19 @@ struct MountConfig {
   // set-group-ID bits itself (FUSE_HANDLE_KILLPRIV_V2, Linux 5.11 and
   // later); otherwise writes go through. Default on.
   bool writeback_cache = true;
-  // Dirty page limit of the mount. false (default): the system's
-  // vm.dirty_ratio and vm.dirty_background_ratio apply, as to a kernel
-  // file system. true: the kernel's FUSE default, a strict 1% of them,
-  // which throttles writers long before the volume is busy. Changing it
-  // needs root; the daemon keeps the default where it cannot.
-  bool strict_dirty_limit = false;
+  // Dirty page limit of the mount (changing it needs root; the daemon keeps
+  // the kernel's where it cannot):
+  //  - kAdaptive (default): a strict 10% of the system's limit while the
+  //    kernel writes back in large pieces, so that a stream is compressed
+  //    while it is written; the system's limits once it writes back small
+  //    scattered pieces, so that random overwrites stay in the page cache
+  //    (WritebackPolicy);
+  //  - kSystem: the system's vm.dirty_ratio and vm.dirty_background_ratio,
+  //    as for a kernel file system;
+  //  - kFuse: the kernel's FUSE default, a strict 1% of them, which
+  //    throttles writers long before the volume is busy.
+  enum class DirtyLimit { kAdaptive, kSystem, kFuse };
+  DirtyLimit dirty_limit = DirtyLimit::kAdaptive;
 };
 
 // Parses comma-separated option lists (each as given after one -o) into

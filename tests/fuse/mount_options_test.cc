@@ -31,6 +31,18 @@ TEST(MountOptions, UnknownOrMalformedOptionsAreClearErrors) {
   EXPECT_FALSE(ParseMountOptions({"compression=gzip"}, &c).ok());
   EXPECT_FALSE(ParseMountOptions({"cache_size=1K"}, &c).ok());
   EXPECT_FALSE(ParseMountOptions({"cache_size"}, &c).ok());
+  EXPECT_FALSE(ParseMountOptions({"dirty_limit=sometimes"}, &c).ok());
+}
+
+TEST(MountOptions, DirtyLimitIsAdaptiveUnlessChosen) {
+  MountConfig c;
+  EXPECT_EQ(c.dirty_limit, MountConfig::DirtyLimit::kAdaptive);
+  ASSERT_TRUE(ParseMountOptions({"dirty_limit=system"}, &c).ok());
+  EXPECT_EQ(c.dirty_limit, MountConfig::DirtyLimit::kSystem);
+  ASSERT_TRUE(ParseMountOptions({"dirty_limit=fuse"}, &c).ok());
+  EXPECT_EQ(c.dirty_limit, MountConfig::DirtyLimit::kFuse);
+  ASSERT_TRUE(ParseMountOptions({"dirty_limit=adaptive"}, &c).ok());
+  EXPECT_EQ(c.dirty_limit, MountConfig::DirtyLimit::kAdaptive);
 }
 
 }  // namespace

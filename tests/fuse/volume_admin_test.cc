@@ -2,9 +2,15 @@
 // one image file holds everything (copy it, move it, mount it elsewhere),
 // freed space goes back to the host (discard, qcfs trim), and volumes grow
 // (qcfs resize), mounted or not.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -205,6 +211,51 @@ TEST(SelfContained, CopiedAndMovedImagesMountWithTheirData) {
   ASSERT_EQ(v.Unmount().exit_code, 0);
   EXPECT_EQ(v.Qcfs("check " + copy).exit_code, 0);
   EXPECT_EQ(v.Qcfs("check " + v.image()).exit_code, 0);
+}
+
+// ---------------------------------------------------------------- dirty page limit
+
+// The mount's backing device info knob, e.g. "max_ratio" ("" if unreadable).
+std::string BdiKnob(const std::string& mnt, const std::string& knob) {
+  struct stat st {};
+  if (::stat(mnt.c_str(), &st) != 0) return "";
+  std::ifstream in("/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev)) +
+                   "/" + knob);
+  std::string v;
+  in >> v;
+  return v;
+}
+
+TEST(DirtyLimit, StreamsUntilScatteredWritesArriveThenAbsorbsThem) {
+  MountedVolume v;
+  ASSERT_EQ(BdiKnob(v.mnt(), "strict_limit"), "1");
+  ASSERT_EQ(BdiKnob(v.mnt(), "max_ratio"), "10");
+  // O_DIRECT writes reach the daemon as they are made: 2,000 scattered 4 KiB
+  // pieces look like the kernel writing back random overwrites.
+  const std::string f = v.Path("scattered");
+  int fd = ::open(f.c_str(), O_RDWR | O_CREAT | O_DIRECT, 0644);
+  ASSERT_GE(fd, 0);
+  void* buf = nullptr;
+  ASSERT_EQ(::posix_memalign(&buf, 4096, 4096), 0);
+  std::memset(buf, 0x5a, 4096);
+  for (int i = 0; i < 2000; ++i) {
+    const off_t off = static_cast<off_t>((i * 7919) % 4096) * 4096;
+    ASSERT_EQ(::pwrite(fd, buf, 4096, off), 4096) << i;
+  }
+  std::free(buf);
+  EXPECT_EQ(::fsync(fd), 0);
+  ::close(fd);
+  EXPECT_EQ(BdiKnob(v.mnt(), "strict_limit"), "0");
+  EXPECT_EQ(BdiKnob(v.mnt(), "max_ratio"), "100");
+}
+
+TEST(DirtyLimit, SystemAndFuseLimitsAreFixed) {
+  MountedVolume system(MountedVolume::Options{.mount_args = "-o dirty_limit=system"});
+  EXPECT_EQ(BdiKnob(system.mnt(), "strict_limit"), "0");
+  EXPECT_EQ(BdiKnob(system.mnt(), "max_ratio"), "100");
+  MountedVolume fuse(MountedVolume::Options{.mount_args = "-o dirty_limit=fuse"});
+  EXPECT_EQ(BdiKnob(fuse.mnt(), "strict_limit"), "1");
+  EXPECT_EQ(BdiKnob(fuse.mnt(), "max_ratio"), "1");
 }
 
 }  // namespace
