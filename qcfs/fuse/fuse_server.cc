@@ -314,6 +314,34 @@ void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
   Guard(req, [&] { ReplyStatus(req, Vol(req)->Fsync(ino, datasync != 0)); });
 }
 
+// access(2) and chdir(2), asked only where the kernel does not check
+// permissions itself (then the caller is the mount's owner, root): the mode
+// bits as the kernel would read them, and EROFS for writing in a snapshot.
+void OpAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
+  Guard(req, [&] {
+    auto a = Vol(req)->GetAttr(ino);
+    if (!a.ok()) return ReplyStatus(req, a.status());
+    if ((mask & W_OK) && (Vol(req)->read_only() || ino >= kLiveInoLimit)) {
+      return ReplyStatus(req, Status::Error(EROFS, "read-only file system"));
+    }
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    uint32_t granted;
+    if (ctx->uid == 0) {
+      // Root reads and writes anything; it executes what someone may execute.
+      granted = R_OK | W_OK | ((S_ISDIR(a->mode) || (a->mode & 0111)) ? X_OK : 0);
+    } else if (ctx->uid == a->uid) {
+      granted = (a->mode >> 6) & 7;
+    } else if (InGroupOrRoot(req, a->gid)) {
+      granted = (a->mode >> 3) & 7;
+    } else {
+      granted = a->mode & 7;
+    }
+    const uint32_t wanted = static_cast<uint32_t>(mask) & (R_OK | W_OK | X_OK);
+    if ((wanted & ~granted) != 0) return ReplyStatus(req, Status::Error(EACCES, "permission denied"));
+    fuse_reply_err(req, 0);
+  });
+}
+
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, [&] {
     // Counted as open: a directory removed while open stays until closed
@@ -528,6 +556,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.flush = OpFlush;
   ops.release = OpRelease;
   ops.fsync = OpFsync;
+  ops.access = OpAccess;
   ops.opendir = OpOpendir;
   ops.readdir = OpReaddir;
   ops.readdirplus = OpReaddirplus;
@@ -547,7 +576,9 @@ fuse_lowlevel_ops MakeOps() {
 Result<std::unique_ptr<FuseServer>> FuseServer::Mount(Volume* volume, const std::string& device,
                                                       const std::string& mountpoint, const MountConfig& config) {
   std::unique_ptr<FuseServer> server(new FuseServer(volume, config));
-  std::string opts = "fsname=" + device + ",subtype=qcfs,default_permissions";
+  server->kernel_permissions_ = config.default_permissions || config.allow_other || ::geteuid() != 0;
+  std::string opts = "fsname=" + device + ",subtype=qcfs";
+  if (server->kernel_permissions_) opts += ",default_permissions";
   if (config.allow_other) opts += ",allow_other";
   if (config.volume.read_only) opts += ",ro";
   for (const std::string& o : config.fuse_options) opts += "," + o;

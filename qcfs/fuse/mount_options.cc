@@ -37,7 +37,8 @@ const char* MountOptionsHelp() {
          "  noatime, relatime,       when reads update the access time\n"
          "  strictatime                (default relatime)\n"
          "  allow_other              let other users access the mount\n"
-         "  default_permissions      kernel permission checks (always on)\n"
+         "  default_permissions      kernel permission checks from the mode bits (on\n"
+         "                             anyway with allow_other or a non-root owner)\n"
          "  compression=ALG          for new writes: lz4, zstd[:LEVEL], none\n"
          "  cache_size=SIZE          buffered write data (default 256M)\n"
          "  flush_interval=SECONDS   oldest buffered data is flushed after this (default 5)\n"
@@ -79,7 +80,7 @@ Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* con
       } else if (key == "allow_other") {
         config->allow_other = true;
       } else if (key == "default_permissions") {
-        // always on
+        config->default_permissions = true;
       } else if (key == "compression") {
         QCFS_RETURN_IF_ERROR(need_value());
         auto spec = CompressionSpec::Parse(value);

@@ -20,6 +20,14 @@ struct MountConfig {
   // Options handed to libfuse ("-o" list), e.g. "fsname=/dev/sdb1".
   std::vector<std::string> fuse_options;
   bool allow_other = false;
+  // Permission checks by the kernel from the mode bits (FUSE's
+  // default_permissions). Without allow_other only processes running as the
+  // mount's owner may enter at all, and for a mount owned by root those pass
+  // every check but execute, which the kernel makes anyway: there the checks
+  // are left out, and with them a GETATTR of the parent directory before
+  // every create and unlink. They are on when allow_other is given, when
+  // the owner is not root, and when this is set ("-o default_permissions").
+  bool default_permissions = false;
   bool foreground = false;
   bool debug = false;  // log every FUSE request
   // Kernel cache lifetime of attributes and names (seconds). We are the

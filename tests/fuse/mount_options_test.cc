@@ -34,6 +34,13 @@ TEST(MountOptions, UnknownOrMalformedOptionsAreClearErrors) {
   EXPECT_FALSE(ParseMountOptions({"dirty_limit=sometimes"}, &c).ok());
 }
 
+TEST(MountOptions, DefaultPermissionsIsKeptWhenAsked) {
+  MountConfig c;
+  EXPECT_FALSE(c.default_permissions);
+  ASSERT_TRUE(ParseMountOptions({"default_permissions"}, &c).ok());
+  EXPECT_TRUE(c.default_permissions);
+}
+
 TEST(MountOptions, DirtyLimitIsAdaptiveUnlessChosen) {
   MountConfig c;
   EXPECT_EQ(c.dirty_limit, MountConfig::DirtyLimit::kAdaptive);

@@ -372,5 +372,53 @@ TEST(Posix, InfoOnTheMountAsksTheDaemon) {
   EXPECT_GT(rec, 0);
 }
 
+// ---------------------------------------------------------------- permission checks
+
+// The mount's file-system options as the kernel shows them.
+std::string SuperOptions(const std::string& mnt) {
+  auto r = testing::Shell("findmnt -n -o FS-OPTIONS --mountpoint " + mnt);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("user_id="), std::string::npos) << r.output;
+  return r.output;
+}
+
+TEST(Permissions, APrivateRootMountAnswersAccessItself) {
+  MountedVolume v;
+  // Only root's processes may enter: the kernel is not asked to check.
+  EXPECT_EQ(SuperOptions(v.mnt()).find("default_permissions"), std::string::npos) << SuperOptions(v.mnt());
+  WriteFile(v.Path("plain"), "data");
+  ASSERT_EQ(::chmod(v.Path("plain").c_str(), 0644), 0);
+  WriteFile(v.Path("locked"), "data");
+  ASSERT_EQ(::chmod(v.Path("locked").c_str(), 0), 0);
+  WriteFile(v.Path("tool"), "#!/bin/sh\nexit 7\n");
+  ASSERT_EQ(::chmod(v.Path("tool").c_str(), 0700), 0);
+
+  // Root reads and writes anything, executes only what someone may execute.
+  EXPECT_EQ(::access(v.Path("locked").c_str(), R_OK | W_OK), 0);
+  EXPECT_EQ(::access(v.Path("plain").c_str(), X_OK), -1);
+  EXPECT_EQ(errno, EACCES);
+  EXPECT_EQ(::access(v.Path("tool").c_str(), X_OK), 0);
+  EXPECT_EQ(testing::Shell(v.Path("plain")).exit_code, 126);  // the kernel refuses to execute it
+  EXPECT_EQ(testing::Shell(v.Path("tool")).exit_code, 7);
+  WriteFile(v.Path("locked"), "root writes");
+  EXPECT_EQ(ReadFile(v.Path("locked")), "root writes");
+
+  // A snapshot is read-only, and access(2) says so.
+  ASSERT_EQ(v.Qcfs("snapshot create " + v.mnt() + " s").exit_code, 0);
+  const std::string frozen = v.Path(".snapshots/s/plain");
+  EXPECT_EQ(::access(frozen.c_str(), R_OK), 0);
+  EXPECT_EQ(::access(frozen.c_str(), W_OK), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::access(v.Path(".snapshots/s").c_str(), W_OK), -1);
+  EXPECT_EQ(errno, EROFS);
+}
+
+TEST(Permissions, TheKernelChecksWhereOthersMayEnterOrWhenAsked) {
+  MountedVolume shared(MountedVolume::Options{.mount_args = "-o allow_other"});
+  EXPECT_NE(SuperOptions(shared.mnt()).find("default_permissions"), std::string::npos);
+  MountedVolume asked(MountedVolume::Options{.mount_args = "-o default_permissions"});
+  EXPECT_NE(SuperOptions(asked.mnt()).find("default_permissions"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace qcfs
