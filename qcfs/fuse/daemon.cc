@@ -56,8 +56,13 @@ bool PutBdiKnob(const std::string& bdi, const char* knob, const std::string& val
 
 // Lets the mount's dirty pages follow the system's vm.dirty_* limits, like a
 // kernel file system's, instead of FUSE's strict 1% of them.
-void SetSystemDirtyLimit(const std::string& bdi) {
-  if (PutBdiKnob(bdi, "max_ratio", "100")) PutBdiKnob(bdi, "strict_limit", "0");
+bool SetSystemDirtyLimit(const std::string& bdi) {
+  return PutBdiKnob(bdi, "max_ratio", "100") && PutBdiKnob(bdi, "strict_limit", "0");
+}
+
+// A strict share of the system's limits: the kernel writes back early.
+bool SetStrictDirtyLimit(const std::string& bdi, uint32_t max_ratio) {
+  return PutBdiKnob(bdi, "strict_limit", "1") && PutBdiKnob(bdi, "max_ratio", std::to_string(max_ratio));
 }
 
 // Applies a WritebackPolicy to the mount's bdi: the daemon's WRITE requests
@@ -90,13 +95,7 @@ class DirtyLimitTuner {
     std::lock_guard lock(apply_mu_);
     if (failed_) return;
     const bool absorb = policy_.mode() == WritebackPolicy::Mode::kAbsorb;
-    bool ok;
-    if (absorb) {
-      ok = PutBdiKnob(bdi_, "max_ratio", "100") && PutBdiKnob(bdi_, "strict_limit", "0");
-    } else {
-      ok = PutBdiKnob(bdi_, "strict_limit", "1") &&
-           PutBdiKnob(bdi_, "max_ratio", std::to_string(policy_.options().stream_max_ratio));
-    }
+    const bool ok = absorb ? SetSystemDirtyLimit(bdi_) : SetStrictDirtyLimit(bdi_, policy_.options().stream_max_ratio);
     if (!ok) {
       failed_ = true;  // keep whatever the kernel has
       return;
@@ -106,8 +105,10 @@ class DirtyLimitTuner {
   }
 
   void Loop() {
+    const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
     std::unique_lock lock(stop_mu_);
     while (!stop_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; })) {
+      if (policy_.mode() == WritebackPolicy::Mode::kStream) continue;  // only absorbing ends on a tick
       uint64_t dirty = 0, writeback = 0, background = 0;
       std::ifstream in("/proc/vmstat");
       std::string name;
@@ -117,7 +118,6 @@ class DirtyLimitTuner {
         else if (name == "nr_writeback") writeback = value;
         else if (name == "nr_dirty_background_threshold") background = value;
       }
-      const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
       if (background == 0) continue;
       if (policy_.OnTick((dirty + writeback) * page, background * page)) Apply();
     }
@@ -183,7 +183,7 @@ Status Serve(const MountRequest& req, int ready_fd) {
       Log(LogLevel::kInfo, "dirty page limit: {} not found in /proc/self/mountinfo; keeping the kernel's",
           req.mountpoint);
     } else if (config.dirty_limit == MountConfig::DirtyLimit::kSystem) {
-      SetSystemDirtyLimit(*bdi);
+      (void)SetSystemDirtyLimit(*bdi);  // where it cannot, the kernel's limit stays (logged)
     } else {
       tuner = std::make_unique<DirtyLimitTuner>(*bdi);
       server->ObserveWrites([t = tuner.get()](size_t length) { t->OnWrite(length); });
