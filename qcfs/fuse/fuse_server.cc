@@ -576,9 +576,10 @@ fuse_lowlevel_ops MakeOps() {
 Result<std::unique_ptr<FuseServer>> FuseServer::Mount(Volume* volume, const std::string& device,
                                                       const std::string& mountpoint, const MountConfig& config) {
   std::unique_ptr<FuseServer> server(new FuseServer(volume, config));
-  server->kernel_permissions_ = config.default_permissions || config.allow_other || ::geteuid() != 0;
+  // MountConfig::default_permissions: needed where others may enter.
+  const bool kernel_permissions = config.default_permissions || config.allow_other || ::geteuid() != 0;
   std::string opts = "fsname=" + device + ",subtype=qcfs";
-  if (server->kernel_permissions_) opts += ",default_permissions";
+  if (kernel_permissions) opts += ",default_permissions";
   if (config.allow_other) opts += ",allow_other";
   if (config.volume.read_only) opts += ",ro";
   for (const std::string& o : config.fuse_options) opts += "," + o;

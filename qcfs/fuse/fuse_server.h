@@ -59,8 +59,6 @@ class FuseServer {
   // What the kernel and the daemon agreed on at FUSE_INIT.
   bool writeback_cache() const { return writeback_cache_.load(); }
   bool kills_privileges() const { return killpriv_.load(); }
-  // Whether the kernel checks permissions (MountConfig::default_permissions).
-  bool kernel_permissions() const { return kernel_permissions_; }
 
   Volume* volume() const { return volume_; }
   const MountConfig& config() const { return config_; }
@@ -83,7 +81,6 @@ class FuseServer {
   Volume* volume_;
   MountConfig config_;
   std::function<void(size_t)> write_observer_;
-  bool kernel_permissions_ = true;
   fuse_session* session_ = nullptr;
   bool mounted_ = false;
   bool signals_installed_ = false;
