@@ -45,6 +45,7 @@ struct InodeInfo {
   std::string first_name;
   bool primary_found = false;  // its recorded primary name is one of its names
   bool orphan = false;
+  bool xattrs = false;  // extended attributes are stored for it
 };
 
 class Checker {
@@ -442,7 +443,10 @@ Status Checker::ScanXattrsAndOrphans() {
     uint64_t ino = 0;
     if (it->key_suffix().size() < 8) continue;
     schema::ParseU64Suffix(it->key_suffix().substr(0, 8), &ino);
-    if (!inodes_.count(ino)) {
+    auto in = inodes_.find(ino);
+    if (in != inodes_.end()) {
+      in->second.xattrs = true;
+    } else {
       Find("stale-xattr", fmt::format("an extended attribute belongs to inode {}, which does not exist", ino), {},
            options_.repair);
       if (options_.repair) batch_.Delete(rocksdb::Slice(it->key().data(), it->key().size()));
@@ -469,6 +473,13 @@ Status Checker::CheckLinks() {
   for (auto& [ino, info] : inodes_) {
     InodeRecord& rec = info.rec;
     bool fix = false;
+    if (info.xattrs && !(rec.flags & InodeRecord::kInodeMayHaveXattrs)) {
+      // Without the flag, removing the inode would leave its attributes behind.
+      Find("xattr-flag", fmt::format("{} has extended attributes its record does not mention", PathOf(ino)), {},
+           options_.repair);
+      rec.flags |= InodeRecord::kInodeMayHaveXattrs;
+      fix = true;
+    }
     if (S_ISDIR(rec.mode)) {
       uint32_t want = 2 + info.subdirs;
       if (ino != kRootIno && info.links > 1) {

@@ -682,6 +682,24 @@ Result<Attr> Volume::Link(uint64_t ino, uint64_t new_parent, std::string_view ne
 
 // ---------------------------------------------------------------- removing
 
+Result<std::optional<std::vector<std::pair<std::string, std::string>>>> Volume::DenseExtents(
+    uint64_t ino, const InodeRecord& rec) {
+  using Extents = std::vector<std::pair<std::string, std::string>>;
+  constexpr uint64_t kMaxGets = 8;  // beyond this one prefix walk is cheaper than the Gets
+  if (!S_ISREG(rec.mode)) return std::optional<Extents>();
+  const uint64_t slots = (rec.size + chunk_size_ - 1) / chunk_size_;
+  if (rec.chunks != slots || slots > kMaxGets) return std::optional<Extents>();
+  Extents extents;
+  extents.reserve(slots);
+  for (uint64_t i = 0; i < slots; ++i) {
+    std::string key = schema::ExtentKey(ino, i);
+    QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(key));
+    if (!value.has_value()) return std::optional<Extents>();  // the count is off: let the walk find them all
+    extents.emplace_back(std::move(key), std::move(*value));
+  }
+  return std::optional<Extents>(std::move(extents));
+}
+
 Status Volume::DropLink(internal::VersionedBatch* vb, uint64_t ino, InodeRecord* rec, int64_t now,
                         std::string_view parent_name, uint64_t parent) {
   rocksdb::WriteBatch* batch = vb->batch();
@@ -714,23 +732,32 @@ Status Volume::DropLink(internal::VersionedBatch* vb, uint64_t ino, InodeRecord*
   // Gone for good, in this same batch. Versions a snapshot sees are kept,
   // with their chunk references.
   auto txn = store_->Begin();
-  auto it = db_->Iterate(schema::ExtentPrefix(ino));
-  for (it->Seek(); it->Valid(); it->Next()) {
-    std::optional<std::string> old(std::string(it->value()));
-    QCFS_ASSIGN_OR_RETURN(bool kept, vb->Delete(it->key(), &old));
+  auto drop_extent = [&](std::string_view key, std::string_view value) -> Status {
+    std::optional<std::string> old(std::string{value});
+    QCFS_ASSIGN_OR_RETURN(bool kept, vb->Delete(key, &old));
     schema::ExtentRecord e;
-    if (schema::ExtentRecord::Decode(it->value(), &e)) {
+    if (schema::ExtentRecord::Decode(value, &e)) {
       if (kept) txn->AddHistory(e.raw_len);
       else QCFS_RETURN_IF_ERROR(txn->DropRef(e.fp));
     }
+    return Status::Ok();
+  };
+  QCFS_ASSIGN_OR_RETURN(auto dense, DenseExtents(ino, *rec));
+  if (dense) {
+    for (const auto& [key, value] : *dense) QCFS_RETURN_IF_ERROR(drop_extent(key, value));
+  } else {
+    auto it = db_->Iterate(schema::ExtentPrefix(ino));
+    for (it->Seek(); it->Valid(); it->Next()) QCFS_RETURN_IF_ERROR(drop_extent(it->key(), it->value()));
+    QCFS_RETURN_IF_ERROR(it->status());
   }
-  QCFS_RETURN_IF_ERROR(it->status());
-  auto xit = db_->Iterate(schema::XattrPrefix(ino));
-  for (xit->Seek(); xit->Valid(); xit->Next()) {
-    std::optional<std::string> old(std::string(xit->value()));
-    QCFS_RETURN_IF_ERROR(vb->Delete(xit->key(), &old).status());
+  if (rec->flags & InodeRecord::kInodeMayHaveXattrs) {
+    auto xit = db_->Iterate(schema::XattrPrefix(ino));
+    for (xit->Seek(); xit->Valid(); xit->Next()) {
+      std::optional<std::string> old(std::string(xit->value()));
+      QCFS_RETURN_IF_ERROR(vb->Delete(xit->key(), &old).status());
+    }
+    QCFS_RETURN_IF_ERROR(xit->status());
   }
-  QCFS_RETURN_IF_ERROR(xit->status());
   QCFS_RETURN_IF_ERROR(vb->Delete(schema::InodeKey(ino)).status());
   QCFS_RETURN_IF_ERROR(txn->Prepare(batch));
   --inode_count_;
@@ -1147,6 +1174,7 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
     std::string v;
     schema::XattrRecord{vb.epoch(), std::string(value)}.EncodeTo(&v);
     QCFS_RETURN_IF_ERROR(vb.Put(key, v, &existing).status());
+    rec.flags |= InodeRecord::kInodeMayHaveXattrs;
   } else if (existing.has_value()) {
     QCFS_RETURN_IF_ERROR(vb.Delete(key, &existing).status());
   }

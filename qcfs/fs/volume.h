@@ -401,6 +401,11 @@ class Volume {
   // writes the batch; the last link of a closed inode deletes it, data
   // included, in the same batch. REQUIRES: ns_mu_, the inode's stripe and a
   // commit scope are held.
+  // The extents of a regular file whose few chunk slots are all stored
+  // (rec.chunks says so), read by key; nullopt when the file is sparse,
+  // large, or its count does not match what is stored: walk the prefix then.
+  Result<std::optional<std::vector<std::pair<std::string, std::string>>>> DenseExtents(
+      uint64_t ino, const schema::InodeRecord& rec);
   Status DropLink(internal::VersionedBatch* vb, uint64_t ino, schema::InodeRecord* rec, int64_t now,
                   std::string_view name, uint64_t parent);
   // Deletes an inode whose last link and handle are gone.

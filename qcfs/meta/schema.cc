@@ -5,7 +5,9 @@
 namespace qcfs::schema {
 namespace {
 
-constexpr uint8_t kInodeFormat = 1;
+// 1: up to the primary name; 2: adds flags.
+constexpr uint8_t kInodeFormat = 2;
+constexpr uint8_t kInodeFormatNoFlags = 1;
 constexpr uint8_t kChunkFormat = 1;
 
 std::string Prefixed(char type, uint64_t id) {
@@ -125,13 +127,16 @@ void InodeRecord::EncodeTo(std::string* out) const {
   e.Varint(chunks);
   e.String(symlink);
   e.String(name);
+  e.Varint(flags);
 }
 
 bool InodeRecord::Decode(std::string_view in, InodeRecord* r) {
   Decoder d(in);
   uint8_t format;
   std::string_view link, name;
-  if (!d.Varint(&r->epoch) || !d.U8(&format) || format != kInodeFormat) return false;
+  if (!d.Varint(&r->epoch) || !d.U8(&format) || (format != kInodeFormat && format != kInodeFormatNoFlags)) {
+    return false;
+  }
   if (!d.VarintAs(&r->mode) || !d.VarintAs(&r->uid) || !d.VarintAs(&r->gid) ||
       !d.VarintAs(&r->nlink) || !d.Varint(&r->size) || !d.SignedVarint(&r->atime_ns) ||
       !d.SignedVarint(&r->mtime_ns) || !d.SignedVarint(&r->ctime_ns) || !d.SignedVarint(&r->btime_ns) ||
@@ -141,6 +146,8 @@ bool InodeRecord::Decode(std::string_view in, InodeRecord* r) {
   }
   r->symlink.assign(link);
   r->name.assign(name);
+  r->flags = kInodeMayHaveXattrs;  // format 1 did not say
+  if (format == kInodeFormat && !d.VarintAs(&r->flags)) return false;
   return d.done();
 }
 

@@ -101,6 +101,13 @@ struct InodeRecord {
   uint64_t chunks = 0;  // regular files: extents (non-hole chunks) stored
   std::string symlink;  // symlinks: the target
   std::string name;     // the primary name (for paths in diffs; "" when unknown)
+  uint32_t flags = 0;   // kInode* bits below
+
+  // Set in the batch that stores the inode's first extended attribute and
+  // never cleared while the inode lives: without it, removing the inode
+  // skips the walk over its attributes. Records written before the flag
+  // existed (format 1) read with it set.
+  static constexpr uint32_t kInodeMayHaveXattrs = 1u << 0;
 
   void EncodeTo(std::string* out) const;
   static bool Decode(std::string_view in, InodeRecord* out);

@@ -120,6 +120,24 @@ TEST_F(CheckTest, LeakedChunkAndBadCountersAreRepaired) {
   EXPECT_EQ(v_.ReadAll(a_), RandomBytes(300000, 1));
 }
 
+// An attribute its inode's record does not mention would outlive the inode
+// (removal walks attributes only when the record says there may be some).
+TEST_F(CheckTest, AttributeWithoutTheInodeFlagIsFoundAndRepaired) {
+  Tamper([&](MetaDb*, rocksdb::WriteBatch* batch) {
+    std::string v;
+    schema::XattrRecord{1, "blue"}.EncodeTo(&v);
+    batch->Put(Sl(schema::XattrKey(c_, "user.color")), Sl(v));
+  });
+  EXPECT_TRUE(Has(Check(false), "xattr-flag"));
+  EXPECT_TRUE(Has(Check(true), "xattr-flag"));
+  ExpectClean();
+  v_.Open();
+  EXPECT_EQ(*v_->GetXattr(c_, "user.color"), "blue");
+  ASSERT_TRUE(v_->Unlink(dir_, "c").ok());
+  v_.Close();
+  ExpectClean();  // no stale-xattr: the repaired flag made unlink remove it
+}
+
 // The device's segment table says a segment holding chunks is free: check
 // reports it, and the next read-write open records it as data again before
 // anything could be written over it.

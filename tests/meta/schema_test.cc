@@ -37,6 +37,31 @@ TEST(Schema, RecordsRoundTrip) {
   EXPECT_TRUE(cb.packed());
 }
 
+TEST(Schema, InodeFlagsRoundTripAndOldRecordsMayHaveAttributes) {
+  InodeRecord i;
+  i.epoch = 3;
+  i.mode = 0100644;
+  std::string v;
+  i.EncodeTo(&v);
+  InodeRecord back;
+  ASSERT_TRUE(InodeRecord::Decode(v, &back));
+  EXPECT_EQ(back.flags, 0u);
+  i.flags = InodeRecord::kInodeMayHaveXattrs;
+  std::string with;
+  i.EncodeTo(&with);
+  ASSERT_TRUE(InodeRecord::Decode(with, &back));
+  EXPECT_EQ(back.flags, InodeRecord::kInodeMayHaveXattrs);
+  // Format 1 ended at the name: epoch 3 is one byte, then the format byte.
+  std::string old = v.substr(0, v.size() - 1);
+  ASSERT_EQ(old[1], 2);
+  old[1] = 1;
+  ASSERT_TRUE(InodeRecord::Decode(old, &back));
+  EXPECT_EQ(back.flags, InodeRecord::kInodeMayHaveXattrs);  // unknown: walk them
+  EXPECT_EQ(back.mode, 0100644u);
+  old[1] = 3;
+  EXPECT_FALSE(InodeRecord::Decode(old, &back));
+}
+
 TEST(Schema, DecodersRejectTruncatedAndTrailingBytes) {
   InodeRecord i;
   std::string v;
