@@ -77,14 +77,14 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
   for (int attempt = 0;; ++attempt) {
     auto it = inode->dirty.find(index);
     if (it != inode->dirty.end()) return it->second;
-    std::shared_ptr<const std::vector<std::byte>> base;
+    ChunkData base;
     auto inf = inode->inflight.find(index);
     std::shared_ptr<ChunkBuf> from_inflight = inf != inode->inflight.end() ? inf->second : nullptr;
     if (!from_inflight && !overwrite && index * chunk_size_ < inode->rec.size) {
       // Read-modify-write of a stored chunk: read it without the stripe lock.
       const uint64_t generation = inode->generation;
       stripe->unlock();
-      Result<std::shared_ptr<const std::vector<std::byte>>> loaded = std::shared_ptr<const std::vector<std::byte>>();
+      Result<ChunkData> loaded = ChunkData();
       auto value = db_->Get(schema::ExtentKey(inode->ino, index));
       if (!value.ok()) {
         loaded = value.status();
@@ -797,7 +797,7 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
         if (value.has_value() && ExtentRecord::Decode(*value, &e)) {
           auto data = store_->Read(e.fp);
           if (!data.ok()) return data.status().WithContext(fmt::format("truncating inode {}", ino));
-          std::vector<std::byte> content(**data);
+          std::vector<std::byte> content((*data)->begin(), (*data)->end());
           if (content.size() > keep) content.resize(keep);
           size_t len = TrimmedLength(content);
           if (len == 0) {

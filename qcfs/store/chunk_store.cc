@@ -3,6 +3,7 @@
 #include "qcfs/core/uninit_bytes.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -449,7 +450,35 @@ void ChunkStore::ForgetProvisional(std::span<const EncodedRecord* const> records
   }
 }
 
-Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fingerprint& fp) {
+// Where a record is read to. A plain record's header and payload are read
+// apart, two reads in one submission: an uncompressed chunk's payload lands
+// in the very buffer handed out, not copied out of the record. A pack is
+// read whole. REQUIRES: RecordOffset(rec) succeeded (record_len > header).
+struct ChunkStore::RecordRead {
+  explicit RecordRead(const ChunkIndexRecord& rec) : split(!rec.packed()) {
+    if (split) {
+      payload = std::make_shared<UninitBytes>(rec.record_len - internal::kRecordHeaderSize);
+    } else {
+      whole.resize(rec.record_len);
+    }
+  }
+  // The reads that fill it, the record being at device offset `offset`.
+  void AddOps(uint64_t offset, std::vector<IoOp>* ops) {
+    if (split) {
+      ops->push_back(IoOp::Read(offset, header));
+      ops->push_back(IoOp::Read(offset + internal::kRecordHeaderSize, *payload));
+    } else {
+      ops->push_back(IoOp::Read(offset, whole));
+    }
+  }
+
+  const bool split;
+  std::array<std::byte, internal::kRecordHeaderSize> header{};
+  std::shared_ptr<UninitBytes> payload;  // split
+  UninitBytes whole;                     // not split
+};
+
+Result<ChunkData> ChunkStore::Read(const Fingerprint& fp) {
   if (auto hit = CacheGet(fp)) return hit;
   if (auto loc = LocationGet(fp)) {
     if (read_hook_) read_hook_();
@@ -479,16 +508,16 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::Read(const Fin
   return last;
 }
 
-std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::ReadMany(
+std::vector<Result<ChunkData>> ChunkStore::ReadMany(
     std::span<const Fingerprint> fps) {
-  std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> out;
+  std::vector<Result<ChunkData>> out;
   out.reserve(fps.size());
   struct Miss {
     size_t i;
     ChunkIndexRecord rec;
-    bool cached;         // rec came from the location cache
-    UninitBytes buf{};   // filled by the read
-    bool read = false;   // decoded into out[i]
+    bool cached;                       // rec came from the location cache
+    std::unique_ptr<RecordRead> buf;   // filled by the reads; null when the location is bad
+    bool read = false;                 // decoded into out[i]
   };
   std::vector<Miss> misses;
   std::vector<IoOp> ops;
@@ -511,13 +540,13 @@ std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ChunkStore::R
   for (Miss& m : misses) {
     auto offset = RecordOffset(fps[m.i], m.rec);
     if (!offset.ok()) continue;  // Read() below reports it, after a second look at the index
-    m.buf.resize(m.rec.record_len);
-    ops.push_back(IoOp::Read(*offset, m.buf));
+    m.buf = std::make_unique<RecordRead>(m.rec);
+    m.buf->AddOps(*offset, &ops);
   }
   if (device_->Submit(ops).ok()) {
     for (Miss& m : misses) {
-      if (m.buf.empty()) continue;
-      auto data = DecodeChunk(fps[m.i], m.rec, m.buf);
+      if (!m.buf) continue;
+      auto data = DecodeChunk(fps[m.i], m.rec, m.buf.get());
       if (!data.ok()) continue;
       CachePut(fps[m.i], *data);
       if (!m.cached) LocationPut(fps[m.i], m.rec);
@@ -554,22 +583,25 @@ Result<uint64_t> ChunkStore::RecordOffset(const Fingerprint& fp, const ChunkInde
   return sb_.SegmentOffset(rec.segment) + rec.offset;
 }
 
-Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::ReadChunk(const Fingerprint& fp,
+Result<ChunkData> ChunkStore::ReadChunk(const Fingerprint& fp,
                                                                            const ChunkIndexRecord& rec) {
   QCFS_ASSIGN_OR_RETURN(uint64_t offset, RecordOffset(fp, rec));
-  UninitBytes buf(rec.record_len);  // filled by the read
-  QCFS_RETURN_IF_ERROR(device_->Read(offset, buf).WithContext(
+  RecordRead record(rec);
+  std::vector<IoOp> ops;
+  record.AddOps(offset, &ops);
+  QCFS_RETURN_IF_ERROR(device_->Submit(ops).WithContext(
       fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset)));
-  return DecodeChunk(fp, rec, buf);
+  return DecodeChunk(fp, rec, &record);
 }
 
-Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::DecodeChunk(const Fingerprint& fp,
-                                                                             const ChunkIndexRecord& rec,
-                                                                             std::span<const std::byte> buf) const {
+Result<ChunkData> ChunkStore::DecodeChunk(const Fingerprint& fp, const ChunkIndexRecord& rec,
+                                          RecordRead* record) const {
   auto where = [&] { return fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset); };
   internal::RecordView v;
   std::string why;
-  if (!internal::ParseRecord(buf, &v, &why)) return Status::Errorf(EIO, "{}: {}", where(), why);
+  const bool parsed = record->split ? internal::ParsePlainRecord(record->header, *record->payload, &v, &why)
+                                    : internal::ParseRecord(record->whole, &v, &why);
+  if (!parsed) return Status::Errorf(EIO, "{}: {}", where(), why);
   bool match = v.total_len == rec.record_len && static_cast<uint8_t>(v.codec) == rec.codec &&
                v.pack == rec.packed();
   if (match && rec.packed()) {
@@ -587,13 +619,14 @@ Result<std::shared_ptr<const std::vector<std::byte>>> ChunkStore::DecodeChunk(co
   }
   if (!match) return Status::Errorf(EIO, "{}: record does not match the index", where());
   if (v.codec == Codec::kNone && !rec.packed() && v.payload.size() == v.raw_len) {
-    return std::make_shared<const std::vector<std::byte>>(v.payload.begin(), v.payload.end());
+    if (record->split) return ChunkData(std::move(record->payload));  // the payload is the chunk: no copy
+    return std::make_shared<const UninitBytes>(v.payload.begin(), v.payload.end());
   }
-  std::vector<std::byte> raw(v.raw_len);
-  QCFS_RETURN_IF_ERROR(Decompress(v.codec, v.payload, raw).WithContext(where()));
-  if (!rec.packed()) return std::make_shared<const std::vector<std::byte>>(std::move(raw));
-  return std::make_shared<const std::vector<std::byte>>(raw.begin() + rec.pack_offset,
-                                                        raw.begin() + rec.pack_offset + rec.raw_len);
+  auto raw = std::make_shared<UninitBytes>(v.raw_len);
+  QCFS_RETURN_IF_ERROR(Decompress(v.codec, v.payload, *raw).WithContext(where()));
+  if (!rec.packed()) return ChunkData(std::move(raw));
+  return std::make_shared<const UninitBytes>(raw->begin() + rec.pack_offset,
+                                             raw->begin() + rec.pack_offset + rec.raw_len);
 }
 
 std::string ChunkStore::VerifyChunk(const Fingerprint& fp, const ChunkIndexRecord& rec, bool full) {
@@ -606,7 +639,7 @@ std::string ChunkStore::VerifyChunk(const Fingerprint& fp, const ChunkIndexRecor
   return "";
 }
 
-std::shared_ptr<const std::vector<std::byte>> ChunkStore::CacheGet(const Fingerprint& fp) {
+ChunkData ChunkStore::CacheGet(const Fingerprint& fp) {
   std::lock_guard lock(cache_mu_);
   auto it = cache_.find(fp);
   if (it == cache_.end()) return nullptr;
@@ -614,7 +647,7 @@ std::shared_ptr<const std::vector<std::byte>> ChunkStore::CacheGet(const Fingerp
   return it->second.data;
 }
 
-void ChunkStore::CachePut(const Fingerprint& fp, std::shared_ptr<const std::vector<std::byte>> data) {
+void ChunkStore::CachePut(const Fingerprint& fp, ChunkData data) {
   if (options_.read_cache_bytes == 0) return;
   std::lock_guard lock(cache_mu_);
   if (cache_.count(fp) != 0) return;

@@ -43,6 +43,7 @@
 
 #include "qcfs/core/fingerprint.h"
 #include "qcfs/core/status.h"
+#include "qcfs/core/uninit_bytes.h"
 #include "qcfs/io/device.h"
 #include "qcfs/meta/meta_db.h"
 #include "qcfs/meta/metafs.h"
@@ -113,6 +114,11 @@ struct StoreUsage {
   uint64_t available_bytes = 0;
 };
 
+// A chunk's content as the store hands it out: exactly its raw length,
+// immutable, shared with the read cache. Not zeroed when allocated: the read
+// or the decompression that fills it writes every byte.
+using ChunkData = std::shared_ptr<const UninitBytes>;
+
 class ChunkStore {
  public:
   // `space` owns the segments: the store takes free ones for data and gives
@@ -130,10 +136,10 @@ class ChunkStore {
   // The content of a chunk, exactly raw_len bytes, shared with the read
   // cache. EIO when the stored record is damaged; ENOENT when the index has
   // no such chunk.
-  Result<std::shared_ptr<const std::vector<std::byte>>> Read(const Fingerprint& fp);
+  Result<ChunkData> Read(const Fingerprint& fp);
   // Read() of several chunks; the records the cache lacks are read from the
   // device in one submission. One result per fingerprint, in order.
-  std::vector<Result<std::shared_ptr<const std::vector<std::byte>>>> ReadMany(std::span<const Fingerprint> fps);
+  std::vector<Result<ChunkData>> ReadMany(std::span<const Fingerprint> fps);
 
   // For each fingerprint, whether the store holds it (indexed or provisional).
   Result<std::vector<bool>> Known(std::span<const Fingerprint> fps);
@@ -223,18 +229,16 @@ class ChunkStore {
   void FreeSegmentLocked(uint32_t segment);
 
   // Reads the record at `rec`'s location and extracts the chunk.
-  Result<std::shared_ptr<const std::vector<std::byte>>> ReadChunk(const Fingerprint& fp,
-                                                                  const schema::ChunkIndexRecord& rec);
+  Result<ChunkData> ReadChunk(const Fingerprint& fp, const schema::ChunkIndexRecord& rec);
   // The chunk's index record: ENOENT if the index has none, EIO if malformed.
   Result<schema::ChunkIndexRecord> IndexRecord(const Fingerprint& fp);
   // Where ReadChunk reads: EIO if `rec` points outside the segment area.
   Result<uint64_t> RecordOffset(const Fingerprint& fp, const schema::ChunkIndexRecord& rec) const;
   // Checks a record read from `rec`'s location and extracts the chunk.
-  Result<std::shared_ptr<const std::vector<std::byte>>> DecodeChunk(const Fingerprint& fp,
-                                                                    const schema::ChunkIndexRecord& rec,
-                                                                    std::span<const std::byte> record) const;
-  std::shared_ptr<const std::vector<std::byte>> CacheGet(const Fingerprint& fp);
-  void CachePut(const Fingerprint& fp, std::shared_ptr<const std::vector<std::byte>> data);
+  struct RecordRead;
+  Result<ChunkData> DecodeChunk(const Fingerprint& fp, const schema::ChunkIndexRecord& rec, RecordRead* record) const;
+  ChunkData CacheGet(const Fingerprint& fp);
+  void CachePut(const Fingerprint& fp, ChunkData data);
 
   Device* const device_;
   MetaDb* const db_;
@@ -272,7 +276,7 @@ class ChunkStore {
   std::mutex cache_mu_;
   std::list<Fingerprint> cache_lru_;
   struct CacheEntry {
-    std::shared_ptr<const std::vector<std::byte>> data;
+    ChunkData data;
     std::list<Fingerprint>::iterator lru;
   };
   std::unordered_map<Fingerprint, CacheEntry, FingerprintHash> cache_;

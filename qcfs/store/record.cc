@@ -16,6 +16,64 @@ size_t RecordPrefixLength(std::span<const std::byte> head) {
   return kRecordHeaderSize + 2 + size_t{count} * kMemberEntrySize;
 }
 
+namespace {
+
+// The fixed 32-byte header: format, codec, flags and lengths in range.
+bool ParseHeader(const char* p, RecordView* v, std::string* why) {
+  auto fail = [&](const char* reason) {
+    *why = reason;
+    return false;
+  };
+  if (LoadLE32(p) != kRecordMagic || p[4] != 1 || p[7] != 0) return fail("damaged record header");
+  auto codec = static_cast<uint8_t>(p[5]);
+  auto flags = static_cast<uint8_t>(p[6]);
+  if (codec > static_cast<uint8_t>(Codec::kZstd) || (flags & ~kRecordFlagPack) != 0) {
+    return fail("damaged record header");
+  }
+  v->codec = static_cast<Codec>(codec);
+  v->pack = (flags & kRecordFlagPack) != 0;
+  v->stored_len = LoadLE32(p + 8);
+  v->raw_len = LoadLE32(p + 12);
+  if (v->raw_len == 0 || v->raw_len > kMaxPayload || v->stored_len == 0 || v->stored_len > 2 * kMaxPayload ||
+      (v->codec == Codec::kNone && v->stored_len != v->raw_len)) {
+    return fail("damaged record header");
+  }
+  return true;
+}
+
+}  // namespace
+
+bool ParsePlainRecord(std::span<const std::byte> header, std::span<const std::byte> payload, RecordView* out,
+                      std::string* why) {
+  if (header.size() != kRecordHeaderSize) {
+    *why = "record is truncated";
+    return false;
+  }
+  const auto* p = reinterpret_cast<const char*>(header.data());
+  RecordView v;
+  if (!ParseHeader(p, &v, why)) return false;
+  if (v.pack) {
+    *why = "record does not match the index";  // the index says plain
+    return false;
+  }
+  if (payload.size() != v.stored_len) {
+    *why = "record length does not match its header";
+    return false;
+  }
+  RecordMember m;
+  std::memcpy(m.fp_prefix, p + 16, kFpPrefix);
+  m.raw_len = v.raw_len;
+  v.members.push_back(m);
+  v.total_len = kRecordHeaderSize + v.stored_len;
+  v.payload = payload;
+  if (Checksum64(header.first(24), payload) != LoadLE64(p + 24)) {
+    *why = "checksum mismatch";
+    return false;
+  }
+  *out = std::move(v);
+  return true;
+}
+
 bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string* why) {
   auto fail = [&](const char* reason) {
     *why = reason;
@@ -23,21 +81,8 @@ bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string*
   };
   if (bytes.size() < kRecordHeaderSize) return fail("record is truncated");
   const auto* p = reinterpret_cast<const char*>(bytes.data());
-  if (LoadLE32(p) != kRecordMagic || p[4] != 1 || p[7] != 0) return fail("damaged record header");
-  auto codec = static_cast<uint8_t>(p[5]);
-  auto flags = static_cast<uint8_t>(p[6]);
-  if (codec > static_cast<uint8_t>(Codec::kZstd) || (flags & ~kRecordFlagPack) != 0) {
-    return fail("damaged record header");
-  }
   RecordView v;
-  v.codec = static_cast<Codec>(codec);
-  v.pack = (flags & kRecordFlagPack) != 0;
-  v.stored_len = LoadLE32(p + 8);
-  v.raw_len = LoadLE32(p + 12);
-  if (v.raw_len == 0 || v.raw_len > kMaxPayload || v.stored_len == 0 || v.stored_len > 2 * kMaxPayload ||
-      (v.codec == Codec::kNone && v.stored_len != v.raw_len)) {
-    return fail("damaged record header");
-  }
+  if (!ParseHeader(p, &v, why)) return false;
   size_t table = 0;
   if (v.pack) {
     if (bytes.size() < kRecordHeaderSize + 2) return fail("record is truncated");

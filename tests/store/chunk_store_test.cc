@@ -125,6 +125,50 @@ TEST_F(ChunkStoreTest, DamagedChunkReadsAsEioNeverAsWrongBytes) {
   EXPECT_NE(store_->VerifyChunk(c.fp, rec, true), "");
 }
 
+// An uncompressed chunk's header and payload are read apart (the payload
+// straight into the buffer handed out); the checksum still covers both, and
+// a record that disagrees with the index is EIO.
+TEST_F(ChunkStoreTest, UncompressedChunkIsVerifiedAcrossHeaderAndPayload) {
+  std::string data = RandomBytes(65536, 11);
+  ChunkContent c = Chunk(data);
+  Commit({c});
+  auto value = *db_->Get(schema::ChunkKey(c.fp));
+  schema::ChunkIndexRecord rec;
+  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  ASSERT_EQ(rec.codec, static_cast<uint8_t>(Codec::kNone));
+  ASSERT_FALSE(rec.packed());
+  const uint64_t at = sb_.SegmentOffset(rec.segment) + rec.offset;
+  for (uint64_t pos : {uint64_t{5}, uint64_t{16}, uint64_t{24}, internal::kRecordHeaderSize, uint64_t{rec.record_len} - 1}) {
+    std::byte was[1];
+    ASSERT_TRUE(device_->Read(at + pos, was).ok());
+    std::byte flip[1] = {was[0] ^ std::byte{0x01}};
+    device_->Poke(at + pos, flip);
+    auto r = store_->Read(c.fp);
+    EXPECT_EQ(r.status().code(), EIO) << "byte " << pos;
+    auto many = store_->ReadMany(std::vector<Fingerprint>{c.fp});
+    EXPECT_EQ(many[0].status().code(), EIO) << "byte " << pos;
+    device_->Poke(at + pos, was);
+  }
+  // The index promises a longer record than the header describes.
+  schema::ChunkIndexRecord longer = rec;
+  longer.record_len += 4096;
+  std::string v;
+  longer.EncodeTo(&v);
+  rocksdb::WriteBatch batch;
+  batch.Put(schema::ChunkKey(c.fp), v);
+  ASSERT_TRUE(db_->Write(&batch, false).ok());
+  EXPECT_EQ(store_->Read(c.fp).status().code(), EIO);
+  v.clear();
+  rec.EncodeTo(&v);
+  batch.Clear();
+  batch.Put(schema::ChunkKey(c.fp), v);
+  ASSERT_TRUE(db_->Write(&batch, false).ok());
+  EXPECT_EQ(ReadBack(c.fp), data);
+  auto many = store_->ReadMany(std::vector<Fingerprint>{c.fp});
+  ASSERT_TRUE(many[0].ok());
+  EXPECT_TRUE(std::equal((*many[0])->begin(), (*many[0])->end(), Bytes(data).begin()));
+}
+
 TEST_F(ChunkStoreTest, ReadManyGivesEachChunkItsOwnResult) {
   std::vector<std::string> contents;
   std::vector<ChunkContent> chunks;

@@ -68,6 +68,14 @@ size_t RecordPrefixLength(std::span<const std::byte> head);
 // and says why ("damaged record header", "checksum mismatch").
 bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string* why);
 
+// ParseRecord of a plain (single-chunk) record read in two pieces: its
+// kRecordHeaderSize-byte header and, apart, its payload, so that the payload
+// can be read straight into the buffer that will hold the chunk. A pack
+// fails ("record does not match the index"); so does a payload whose length
+// the header does not give.
+bool ParsePlainRecord(std::span<const std::byte> header, std::span<const std::byte> payload, RecordView* out,
+                      std::string* why);
+
 // Builds a record. Each member is (fingerprint, content); a single member
 // without `pack` makes a plain record.
 std::vector<std::byte> BuildRecord(Codec codec, bool pack, std::span<const std::byte> payload, uint32_t raw_len,
