@@ -50,7 +50,7 @@ bool PutBdiKnob(const std::string& bdi, const char* knob, const std::string& val
   std::ofstream f("/sys/class/bdi/" + bdi + "/" + knob);
   f << value;
   f.flush();
-  if (!f) Log(LogLevel::kInfo, "dirty page limit: cannot set /sys/class/bdi/{}/{} (not root?)", bdi, knob);
+  if (!f) Log(LogLevel::kInfo, "cannot set /sys/class/bdi/{}/{} to {} (not root?)", bdi, knob, value);
   return static_cast<bool>(f);
 }
 
@@ -177,12 +177,16 @@ Status Serve(const MountRequest& req, int ready_fd) {
   std::unique_ptr<FuseServer> server = std::move(server_or).value();
   server_ptr = server.get();
   std::unique_ptr<DirtyLimitTuner> tuner;
-  if (config.dirty_limit != MountConfig::DirtyLimit::kFuse) {
-    std::optional<std::string> bdi = MountDevice(req.mountpoint);
-    if (!bdi) {
-      Log(LogLevel::kInfo, "dirty page limit: {} not found in /proc/self/mountinfo; keeping the kernel's",
-          req.mountpoint);
-    } else if (config.dirty_limit == MountConfig::DirtyLimit::kSystem) {
+  std::optional<std::string> bdi = MountDevice(req.mountpoint);
+  if (!bdi) {
+    Log(LogLevel::kInfo, "{} not found in /proc/self/mountinfo; keeping the kernel's read-ahead and dirty limit",
+        req.mountpoint);
+  }
+  if (bdi && config.readahead_bytes > 0) {
+    (void)PutBdiKnob(*bdi, "read_ahead_kb", std::to_string(config.readahead_bytes >> 10));  // logged where it cannot
+  }
+  if (bdi && config.dirty_limit != MountConfig::DirtyLimit::kFuse) {
+    if (config.dirty_limit == MountConfig::DirtyLimit::kSystem) {
       (void)SetSystemDirtyLimit(*bdi);  // where it cannot, the kernel's limit stays (logged)
     } else {
       tuner = std::make_unique<DirtyLimitTuner>(*bdi);

@@ -622,7 +622,9 @@ void FuseServer::Negotiate(fuse_conn_info* conn) {
   writeback_cache_ = writeback;
   conn->max_write = 1 << 20;
   conn->max_read = 0;
-  conn->max_readahead = 1 << 20;
+  // The kernel lowers the mount's read-ahead to this when INIT is answered,
+  // which may come after the daemon has raised it (MountConfig::readahead_bytes).
+  conn->max_readahead = config_.readahead_bytes > 0 ? static_cast<unsigned>(config_.readahead_bytes) : 1u << 20;
   // Written-back pages in flight to the daemon. More only contend for the
   // two cores and the buffer limit: 64 made the daemon spend half again as
   // much CPU per GiB in a sequential drain.

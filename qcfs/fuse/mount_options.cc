@@ -50,6 +50,8 @@ const char* MountOptionsHelp() {
          "                             writes stream, all of it for random writes\n"
          "                             (adaptive, default); the system's vm.dirty_*\n"
          "                             settings; or the kernel's strict FUSE default\n"
+         "  readahead=SIZE           read-ahead of sequential reads (default 1M;\n"
+         "                             0 keeps the kernel's 128K)\n"
          "  snapdir=hidden|visible   list .snapshots in the root (default hidden;\n"
          "                             it is always reachable by name)\n"
          "  dev, nodev, suid, nosuid, exec, noexec, sync, async: as mount(8)\n"
@@ -110,6 +112,12 @@ Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* con
         else if (value == "system") config->dirty_limit = MountConfig::DirtyLimit::kSystem;
         else if (value == "fuse") config->dirty_limit = MountConfig::DirtyLimit::kFuse;
         else return Status::Error(EINVAL, "dirty_limit must be adaptive, system or fuse");
+      } else if (key == "readahead") {
+        QCFS_RETURN_IF_ERROR(need_value());
+        auto size = ParseSize(value);
+        if (!size.ok()) return size.status().WithContext("readahead");
+        if (*size > (64u << 20)) return Status::Error(EINVAL, "readahead must be at most 64M");
+        config->readahead_bytes = *size;
       } else if (key == "snapdir") {
         if (value != "visible" && value != "hidden") return Status::Error(EINVAL, "snapdir must be visible or hidden");
         config->volume.snapdir_visible = value == "visible";

@@ -55,6 +55,12 @@ struct MountConfig {
   //    throttles writers long before the volume is busy.
   enum class DirtyLimit { kAdaptive, kSystem, kFuse };
   DirtyLimit dirty_limit = DirtyLimit::kAdaptive;
+  // How far the kernel reads ahead of a sequential reader, in bytes (the
+  // mount's read_ahead_kb; needs root). A FUSE mount otherwise keeps the
+  // kernel's 128 KiB, and a cold sequential read then waits on the device
+  // for each small piece. 0 keeps the kernel's. Default 1 MiB, the largest
+  // read request the daemon takes.
+  uint64_t readahead_bytes = 1 << 20;
 };
 
 // Parses comma-separated option lists (each as given after one -o) into

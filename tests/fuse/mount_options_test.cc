@@ -52,5 +52,17 @@ TEST(MountOptions, DirtyLimitIsAdaptiveUnlessChosen) {
   EXPECT_EQ(c.dirty_limit, MountConfig::DirtyLimit::kAdaptive);
 }
 
+TEST(MountOptions, ReadaheadIsAMebibyteUnlessChosen) {
+  MountConfig c;
+  EXPECT_EQ(c.readahead_bytes, 1u << 20);
+  ASSERT_TRUE(ParseMountOptions({"readahead=4M"}, &c).ok());
+  EXPECT_EQ(c.readahead_bytes, 4u << 20);
+  ASSERT_TRUE(ParseMountOptions({"readahead=0"}, &c).ok());
+  EXPECT_EQ(c.readahead_bytes, 0u);
+  EXPECT_EQ(ParseMountOptions({"readahead=65M"}, &c).code(), EINVAL);
+  EXPECT_EQ(ParseMountOptions({"readahead"}, &c).code(), EINVAL);
+  EXPECT_EQ(ParseMountOptions({"readahead=lots"}, &c).code(), EINVAL);
+}
+
 }  // namespace
 }  // namespace qcfs

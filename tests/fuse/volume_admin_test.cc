@@ -249,6 +249,17 @@ TEST(DirtyLimit, StreamsUntilScatteredWritesArriveThenAbsorbsThem) {
   EXPECT_EQ(BdiKnob(v.mnt(), "max_ratio"), "100");
 }
 
+// A FUSE mount reads ahead 128 KiB unless told otherwise; a cold
+// sequential read then waits on the device for each small piece.
+TEST(Readahead, MountReadsAheadAMebibyteUnlessTold) {
+  MountedVolume plain;
+  EXPECT_EQ(BdiKnob(plain.mnt(), "read_ahead_kb"), "1024");
+  MountedVolume larger(MountedVolume::Options{.mount_args = "-o readahead=2M"});
+  EXPECT_EQ(BdiKnob(larger.mnt(), "read_ahead_kb"), "2048");
+  MountedVolume kernels(MountedVolume::Options{.mount_args = "-o readahead=0"});
+  EXPECT_EQ(BdiKnob(kernels.mnt(), "read_ahead_kb"), "128");
+}
+
 TEST(DirtyLimit, SystemAndFuseLimitsAreFixed) {
   MountedVolume system(MountedVolume::Options{.mount_args = "-o dirty_limit=system"});
   EXPECT_EQ(BdiKnob(system.mnt(), "strict_limit"), "0");
