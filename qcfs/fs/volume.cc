@@ -1135,6 +1135,16 @@ Result<AccessAcl> ParseAccessAcl(std::string_view value) {
 
 }  // namespace
 
+Result<bool> Volume::MayHaveXattrs(uint64_t ino) {
+  {
+    std::lock_guard stripe(StripeFor(ino));
+    InodeRef state = FindState(ino);
+    if (state && !state->stale && !state->purged) return (state->rec.flags & InodeRecord::kInodeMayHaveXattrs) != 0;
+  }
+  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
+  return (rec.flags & InodeRecord::kInodeMayHaveXattrs) != 0;
+}
+
 Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags,
                         const Caller& caller) {
   QCFS_RETURN_IF_ERROR(ValidateXattrName(name));
@@ -1195,13 +1205,10 @@ Result<std::string> Volume::GetXattr(uint64_t ino, std::string_view name) {
     if (!schema::XattrRecord::Decode(*value, &x)) return Status::Error(EIO, "malformed attribute record");
     return std::move(x.value);
   }
+  QCFS_ASSIGN_OR_RETURN(bool may_have, MayHaveXattrs(ino));  // ENOENT for a missing inode
+  if (!may_have) return Status::Error(ENODATA, "no such attribute");
   QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::XattrKey(ino, name)));
-  if (!value.has_value()) {
-    // Distinguish a missing attribute from a missing inode.
-    QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
-    (void)rec;
-    return Status::Error(ENODATA, "no such attribute");
-  }
+  if (!value.has_value()) return Status::Error(ENODATA, "no such attribute");
   schema::XattrRecord x;
   if (!schema::XattrRecord::Decode(*value, &x)) return Status::Error(EIO, "malformed attribute record");
   return std::move(x.value);
@@ -1225,9 +1232,9 @@ Result<std::vector<std::string>> Volume::ListXattr(uint64_t ino) {
     QCFS_RETURN_IF_ERROR(inner);
     return names;
   }
-  QCFS_ASSIGN_OR_RETURN(InodeRecord rec, LoadRecord(ino));
-  (void)rec;
+  QCFS_ASSIGN_OR_RETURN(bool may_have, MayHaveXattrs(ino));  // ENOENT for a missing inode
   std::vector<std::string> names;
+  if (!may_have) return names;
   auto it = db_->Iterate(schema::XattrPrefix(ino));
   for (it->Seek(); it->Valid(); it->Next()) names.emplace_back(it->key_suffix());
   QCFS_RETURN_IF_ERROR(it->status());

@@ -401,6 +401,10 @@ class Volume {
   // writes the batch; the last link of a closed inode deletes it, data
   // included, in the same batch. REQUIRES: ns_mu_, the inode's stripe and a
   // commit scope are held.
+  // Whether the inode's record says it may hold extended attributes (a new
+  // file's security.capability lookup then needs no read); ENOENT when the
+  // inode does not exist.
+  Result<bool> MayHaveXattrs(uint64_t ino);
   // The extents of a regular file whose few chunk slots are all stored
   // (rec.chunks says so), read by key; nullopt when the file is sparse,
   // large, or its count does not match what is stored: walk the prefix then.

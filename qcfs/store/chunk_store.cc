@@ -508,16 +508,15 @@ Result<ChunkData> ChunkStore::Read(const Fingerprint& fp) {
   return last;
 }
 
-std::vector<Result<ChunkData>> ChunkStore::ReadMany(
-    std::span<const Fingerprint> fps) {
+std::vector<Result<ChunkData>> ChunkStore::ReadMany(std::span<const Fingerprint> fps) {
   std::vector<Result<ChunkData>> out;
   out.reserve(fps.size());
   struct Miss {
     size_t i;
     ChunkIndexRecord rec;
-    bool cached;                       // rec came from the location cache
-    std::unique_ptr<RecordRead> buf;   // filled by the reads; null when the location is bad
-    bool read = false;                 // decoded into out[i]
+    bool cached;                      // rec came from the location cache
+    std::unique_ptr<RecordRead> buf;  // filled by the reads; null when the location is bad
+    bool read = false;                // decoded into out[i]
   };
   std::vector<Miss> misses;
   std::vector<IoOp> ops;
@@ -583,8 +582,7 @@ Result<uint64_t> ChunkStore::RecordOffset(const Fingerprint& fp, const ChunkInde
   return sb_.SegmentOffset(rec.segment) + rec.offset;
 }
 
-Result<ChunkData> ChunkStore::ReadChunk(const Fingerprint& fp,
-                                                                           const ChunkIndexRecord& rec) {
+Result<ChunkData> ChunkStore::ReadChunk(const Fingerprint& fp, const ChunkIndexRecord& rec) {
   QCFS_ASSIGN_OR_RETURN(uint64_t offset, RecordOffset(fp, rec));
   RecordRead record(rec);
   std::vector<IoOp> ops;

@@ -234,7 +234,8 @@ class ChunkStore {
   Result<schema::ChunkIndexRecord> IndexRecord(const Fingerprint& fp);
   // Where ReadChunk reads: EIO if `rec` points outside the segment area.
   Result<uint64_t> RecordOffset(const Fingerprint& fp, const schema::ChunkIndexRecord& rec) const;
-  // Checks a record read from `rec`'s location and extracts the chunk.
+  // Checks a record read from `rec`'s location and extracts the chunk; an
+  // uncompressed plain record's payload buffer is moved out as the chunk.
   struct RecordRead;
   Result<ChunkData> DecodeChunk(const Fingerprint& fp, const schema::ChunkIndexRecord& rec, RecordRead* record) const;
   ChunkData CacheGet(const Fingerprint& fp);

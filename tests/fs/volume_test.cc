@@ -341,6 +341,27 @@ TEST(Volume, RemovingAnInodeLeavesNoExtentsOrAttributes) {
   EXPECT_EQ(v->store()->Usage().stats.chunks, 0u);
 }
 
+// Lookups of attributes answer from the inode's record when it says there
+// are none, whether the inode is open (in memory) or not.
+TEST(Volume, AttributeLookupsFollowTheInodeRecord) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "open", 0644, O_RDWR, kRoot);
+  EXPECT_EQ(v->GetXattr(f.ino, "security.capability").status().code(), ENODATA);
+  EXPECT_TRUE(v->ListXattr(f.ino)->empty());
+  ASSERT_TRUE(v->SetXattr(f.ino, "user.k", "v", 0).ok());
+  EXPECT_EQ(*v->GetXattr(f.ino, "user.k"), "v");
+  EXPECT_EQ(v->GetXattr(f.ino, "user.other").status().code(), ENODATA);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  uint64_t closed = v.CreateFile(kRootIno, "closed", "x");
+  v.Reopen();
+  EXPECT_EQ(v->GetXattr(closed, "security.capability").status().code(), ENODATA);
+  EXPECT_TRUE(v->ListXattr(closed)->empty());
+  EXPECT_EQ(*v->GetXattr(f.ino, "user.k"), "v");
+  EXPECT_EQ(*v->ListXattr(f.ino), std::vector<std::string>{"user.k"});
+  EXPECT_EQ(v->GetXattr(999999, "user.k").status().code(), ENOENT);
+  EXPECT_EQ(v->ListXattr(999999).status().code(), ENOENT);
+}
+
 TEST(Volume, LargeDirectoriesListCompletelyInOrder) {
   TestVolume v;
   auto d = *v->Mkdir(kRootIno, "big", 0755, kRoot);
