@@ -202,8 +202,14 @@ Status Serve(const MountRequest& req, int ready_fd) {
   record.uuid = volume->superblock().UuidString();
   record.owner = ::getuid();
   Volume* v = volume.get();
-  auto control_or = ControlServer::Start(record.socket, ::getuid(),
-                                         [v](const nlohmann::json& r) { return ServeVolumeRequest(v, r); });
+  FuseServer* s = server.get();
+  auto control_or = ControlServer::Start(record.socket, ::getuid(), [v, s](const nlohmann::json& r) {
+    nlohmann::json reply = ServeVolumeRequest(v, r);
+    // What the request changed (a restore replaces files) leaves the
+    // kernel's caches before the caller hears back.
+    s->WaitForInvalidations();
+    return reply;
+  });
   if (!control_or.ok()) return control_or.status();
   std::unique_ptr<ControlServer> control = std::move(control_or).value();
   QCFS_RETURN_IF_ERROR(RegisterMount(record));

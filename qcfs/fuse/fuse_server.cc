@@ -685,6 +685,7 @@ FuseServer::~FuseServer() {
     inval_stop_ = true;
   }
   inval_cv_.notify_all();
+  inval_done_cv_.notify_all();
   if (inval_thread_.joinable()) inval_thread_.join();
   Unmount();
   if (signals_installed_) fuse_remove_signal_handlers(session_);
@@ -730,8 +731,15 @@ void FuseServer::Queue(Invalidation inval) {
     // Past this the kernel's copies just expire with their timeouts.
     if (inval_queue_.size() > 1000000) return;
     inval_queue_.push_back(std::move(inval));
+    ++inval_queued_;
   }
   inval_cv_.notify_one();
+}
+
+void FuseServer::WaitForInvalidations() {
+  std::unique_lock lock(inval_mu_);
+  const uint64_t target = inval_queued_;
+  inval_done_cv_.wait(lock, [&] { return inval_stop_ || inval_done_ >= target; });
 }
 
 void FuseServer::InvalidationLoop() {
@@ -754,6 +762,8 @@ void FuseServer::InvalidationLoop() {
         break;
     }
     lock.lock();
+    ++inval_done_;
+    inval_done_cv_.notify_all();
   }
 }
 

@@ -47,6 +47,10 @@ class FuseServer {
   void InvalidateAttr(uint64_t ino);
   void InvalidateInode(uint64_t ino);
   void InvalidateEntry(uint64_t parent, const std::string& name);
+  // Returns once every invalidation asked for before the call has reached
+  // the kernel (or the server is stopping). REQUIRES: not called from a FUSE
+  // request: delivering one may wait on requests in flight.
+  void WaitForInvalidations();
   // A restore replaced `ino`: later lookups give it a new generation, so
   // that the kernel drops the inode it cached (with the writeback cache the
   // kernel trusts its own file size over ours) instead of reusing it.
@@ -92,10 +96,13 @@ class FuseServer {
   };
   void Queue(Invalidation inval);
 
-  std::mutex inval_mu_;  // guards inval_queue_, inval_stop_
+  std::mutex inval_mu_;  // guards inval_queue_, inval_stop_, inval_queued_, inval_done_
   std::condition_variable inval_cv_;
+  std::condition_variable inval_done_cv_;
   std::deque<Invalidation> inval_queue_;
   bool inval_stop_ = false;
+  uint64_t inval_queued_ = 0;  // invalidations ever queued
+  uint64_t inval_done_ = 0;    // of those, delivered to the kernel
   std::thread inval_thread_;
 
   std::atomic<uint64_t> init_unique_{0};    // the FUSE_INIT request, until answered
