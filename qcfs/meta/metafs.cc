@@ -155,6 +155,15 @@ Status MetaFs::WriteRoot(uint64_t generation, const Extent& first, uint64_t sync
 }
 
 Status MetaFs::StartJournal(uint64_t generation) {
+  // A generation Replay would refuse must never be written: the volume
+  // would mount once and never again. Each mount and compaction adds one,
+  // so only a damaged root gets here; nothing is written.
+  if (generation == 0 || generation == UINT64_MAX) {
+    return Status::Errorf(EUCLEAN,
+                          "the metadata journal cannot start generation {} (its root is damaged); mount read-only "
+                          "(-o ro) to copy the data off",
+                          generation);
+  }
   // A fresh journal in new blocks, holding the whole state, then the root.
   std::string records;
   uint64_t count = 0;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <random>
 #include <set>
@@ -12,6 +13,7 @@
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <xxhash.h>
 
 #include "qcfs/io/mem_device.h"
 #include "qcfs/meta/meta_db.h"
@@ -70,6 +72,35 @@ TEST(MetaFs, FilesSurviveARemount) {
   ASSERT_EQ(big.size(), 3u << 20);
   EXPECT_EQ(big[4096 * 700], static_cast<char>(700 % 256));
   EXPECT_GE(fs->Usage().meta_segments, 4u);
+}
+
+// A root one generation short of the largest (only damage makes one) must
+// not mount read-write: the mount would write the largest, which no later
+// mount accepts. Found by the metafs fuzzer; nothing may be written.
+TEST(MetaFs, RootWhoseNextGenerationIsInvalidMountsOnlyReadOnly) {
+  MemDevice dev(64 << 20);
+  const MetaFsLayout layout = Layout(dev.size());
+  ASSERT_TRUE(MetaFs::Format(&dev, layout).ok());
+  for (uint64_t at : layout.root_offset) {
+    std::string block(4096, '\0');
+    ASSERT_TRUE(dev.Read(at, std::span<std::byte>(reinterpret_cast<std::byte*>(block.data()), block.size())).ok());
+    const uint64_t generation = UINT64_MAX - 1, synced_records = 0;  // the journal's records name another
+    std::memcpy(block.data() + 8, &generation, 8);
+    std::memcpy(block.data() + 48, &synced_records, 8);
+    const uint64_t sum = XXH3_64bits(block.data(), 64);
+    std::memcpy(block.data() + 64, &sum, 8);
+    dev.Poke(at, B(block));
+  }
+  std::string before(dev.size(), '\0');
+  ASSERT_TRUE(dev.Read(0, std::span<std::byte>(reinterpret_cast<std::byte*>(before.data()), before.size())).ok());
+  auto rw = MetaFs::Mount(&dev, layout);
+  ASSERT_FALSE(rw.ok());
+  EXPECT_EQ(rw.status().code(), EUCLEAN);
+  EXPECT_NE(rw.status().message().find("read-only"), std::string::npos) << rw.status().ToString();
+  std::string after(dev.size(), '\0');
+  ASSERT_TRUE(dev.Read(0, std::span<std::byte>(reinterpret_cast<std::byte*>(after.data()), after.size())).ok());
+  EXPECT_TRUE(before == after) << "a refused mount wrote to the device";
+  EXPECT_TRUE(MetaFs::MountReadOnly(&dev, layout).ok());
 }
 
 TEST(MetaFs, SegmentOwnershipIsJournaled) {
