@@ -453,9 +453,11 @@ void ChunkStore::ForgetProvisional(std::span<const EncodedRecord* const> records
 // Where a record is read to. A plain record's header and payload are read
 // apart, two reads in one submission: an uncompressed chunk's payload lands
 // in the very buffer handed out, not copied out of the record. A pack is
-// read whole. REQUIRES: RecordOffset(rec) succeeded (record_len > header).
+// read whole, and so is a record the index says is no longer than a header
+// (parsing then says what is wrong). REQUIRES: RecordOffset(rec) succeeded.
 struct ChunkStore::RecordRead {
-  explicit RecordRead(const ChunkIndexRecord& rec) : split(!rec.packed()) {
+  explicit RecordRead(const ChunkIndexRecord& rec)
+      : split(!rec.packed() && rec.record_len > internal::kRecordHeaderSize) {
     if (split) {
       payload = std::make_shared<UninitBytes>(rec.record_len - internal::kRecordHeaderSize);
     } else {

@@ -158,6 +158,16 @@ TEST_F(ChunkStoreTest, UncompressedChunkIsVerifiedAcrossHeaderAndPayload) {
   batch.Put(schema::ChunkKey(c.fp), v);
   ASSERT_TRUE(db_->Write(&batch, false).ok());
   EXPECT_EQ(store_->Read(c.fp).status().code(), EIO);
+  // ... or one no longer than a header (nothing left to read a payload into).
+  schema::ChunkIndexRecord header_only = rec;
+  header_only.record_len = internal::kRecordHeaderSize;
+  v.clear();
+  header_only.EncodeTo(&v);
+  batch.Clear();
+  batch.Put(schema::ChunkKey(c.fp), v);
+  ASSERT_TRUE(db_->Write(&batch, false).ok());
+  EXPECT_EQ(store_->Read(c.fp).status().code(), EIO);
+  EXPECT_EQ(store_->ReadMany(std::vector<Fingerprint>{c.fp})[0].status().code(), EIO);
   v.clear();
   rec.EncodeTo(&v);
   batch.Clear();
