@@ -397,10 +397,6 @@ class Volume {
   Result<schema::DirentRecord> LookupDirent(uint64_t parent, std::string_view name);
   Result<Attr> CreateNode(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                           std::string_view symlink, const Caller& caller, bool open);
-  // Drops the link (parent, name) of `ino`, adding the changes to `vb`, and
-  // writes the batch; the last link of a closed inode deletes it, data
-  // included, in the same batch. REQUIRES: ns_mu_, the inode's stripe and a
-  // commit scope are held.
   // Whether the inode's record says it may hold extended attributes (a new
   // file's security.capability lookup then needs no read); ENOENT when the
   // inode does not exist.
@@ -410,6 +406,10 @@ class Volume {
   // large, or its count does not match what is stored: walk the prefix then.
   Result<std::optional<std::vector<std::pair<std::string, std::string>>>> DenseExtents(
       uint64_t ino, const schema::InodeRecord& rec);
+  // Drops the link (parent, name) of `ino`, adding the changes to `vb`, and
+  // writes the batch; the last link of a closed inode deletes it, data
+  // included, in the same batch. REQUIRES: ns_mu_, the inode's stripe and a
+  // commit scope are held.
   Status DropLink(internal::VersionedBatch* vb, uint64_t ino, schema::InodeRecord* rec, int64_t now,
                   std::string_view name, uint64_t parent);
   // Deletes an inode whose last link and handle are gone.

@@ -83,30 +83,27 @@ bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string*
   const auto* p = reinterpret_cast<const char*>(bytes.data());
   RecordView v;
   if (!ParseHeader(p, &v, why)) return false;
-  size_t table = 0;
-  if (v.pack) {
-    if (bytes.size() < kRecordHeaderSize + 2) return fail("record is truncated");
-    uint16_t count = LoadLE16(p + kRecordHeaderSize);
-    if (count < 2) return fail("damaged pack table");
-    table = 2 + size_t{count} * kMemberEntrySize;
-    if (bytes.size() < kRecordHeaderSize + table) return fail("record is truncated");
-    uint64_t sum = 0;
-    for (uint16_t i = 0; i < count; ++i) {
-      RecordMember m;
-      const char* e = p + kRecordHeaderSize + 2 + size_t{i} * kMemberEntrySize;
-      std::memcpy(m.fp_prefix, e, kFpPrefix);
-      m.raw_len = LoadLE32(e + kFpPrefix);
-      if (m.raw_len == 0) return fail("damaged pack table");
-      sum += m.raw_len;
-      v.members.push_back(m);
-    }
-    if (sum != v.raw_len) return fail("damaged pack table");
-  } else {
+  if (!v.pack) {
+    if (bytes.size() < kRecordHeaderSize + v.stored_len) return fail("record is truncated");
+    return ParsePlainRecord(bytes.first(kRecordHeaderSize), bytes.subspan(kRecordHeaderSize, v.stored_len), out, why);
+  }
+  // A pack: its member table sits between the header and the payload.
+  if (bytes.size() < kRecordHeaderSize + 2) return fail("record is truncated");
+  uint16_t count = LoadLE16(p + kRecordHeaderSize);
+  if (count < 2) return fail("damaged pack table");
+  const size_t table = 2 + size_t{count} * kMemberEntrySize;
+  if (bytes.size() < kRecordHeaderSize + table) return fail("record is truncated");
+  uint64_t members_len = 0;
+  for (uint16_t i = 0; i < count; ++i) {
     RecordMember m;
-    std::memcpy(m.fp_prefix, p + 16, kFpPrefix);
-    m.raw_len = v.raw_len;
+    const char* e = p + kRecordHeaderSize + 2 + size_t{i} * kMemberEntrySize;
+    std::memcpy(m.fp_prefix, e, kFpPrefix);
+    m.raw_len = LoadLE32(e + kFpPrefix);
+    if (m.raw_len == 0) return fail("damaged pack table");
+    members_len += m.raw_len;
     v.members.push_back(m);
   }
+  if (members_len != v.raw_len) return fail("damaged pack table");
   v.total_len = kRecordHeaderSize + table + v.stored_len;
   if (bytes.size() < v.total_len) return fail("record is truncated");
   v.payload = bytes.subspan(kRecordHeaderSize + table, v.stored_len);
