@@ -322,19 +322,26 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
         }
       }
     }
-    auto chunks = store_->ReadMany(fps);
+    std::vector<ChunkRange> ranges;
+    ranges.reserve(stored.size());
+    for (const Pending* p : stored) {
+      ranges.push_back({static_cast<uint32_t>(p->in_chunk), static_cast<uint32_t>(p->length)});
+    }
+    auto chunks = store_->ReadRanges(fps, ranges);
     for (size_t k = 0; k < stored.size(); ++k) {
       const Pending& p = *stored[k];
-      auto& data = chunks[k];
-      if (!data.ok()) {
+      auto& piece = chunks[k];
+      if (!piece.ok()) {
         // ENOENT: replaced by a concurrent flush; look again.
-        retry = data.status().code() == ENOENT;
-        result = Status::Errorf(EIO, "inode {} chunk {}: {}", ino, p.index, data.status().ToString());
+        retry = piece.status().code() == ENOENT;
+        result = Status::Errorf(EIO, "inode {} chunk {}: {}", ino, p.index, piece.status().ToString());
         break;
       }
-      const auto& bytes = **data;
-      size_t have = bytes.size() > p.in_chunk ? std::min(bytes.size() - p.in_chunk, p.length) : 0;
-      if (have > 0) std::memcpy(p.dest, bytes.data() + p.in_chunk, have);
+      // The piece starts at or before the range and holds all the chunk has of it.
+      const auto& bytes = *piece->data;
+      const size_t at = p.in_chunk - piece->offset;
+      size_t have = bytes.size() > at ? std::min(bytes.size() - at, p.length) : 0;
+      if (have > 0) std::memcpy(p.dest, bytes.data() + at, have);
       if (have < p.length) std::memset(p.dest + have, 0, p.length - have);
     }
     if (!retry) break;

@@ -141,7 +141,9 @@ Status ChunkStore::Load() {
 
 std::unique_ptr<ChunkStore::Txn> ChunkStore::Begin() { return std::unique_ptr<Txn>(new Txn(this)); }
 
-uint64_t ChunkStore::ReservationFor(uint64_t raw) const { return raw + kRecordHeaderSize; }
+uint64_t ChunkStore::ReservationFor(uint64_t raw) const {
+  return raw + kRecordHeaderSize + internal::BlockTableLength(raw);  // a raw record's block table is the most
+}
 
 uint64_t ChunkStore::MetaReserve() const {
   return std::max<uint64_t>(2, space_->Usage().meta_segments / 4 + 1);
@@ -450,32 +452,51 @@ void ChunkStore::ForgetProvisional(std::span<const EncodedRecord* const> records
   }
 }
 
-// Where a record is read to. A plain record's header and payload are read
-// apart, two reads in one submission: an uncompressed chunk's payload lands
-// in the very buffer handed out, not copied out of the record. A pack is
-// read whole, and so is a record the index says is no longer than a header
-// (parsing then says what is wrong). REQUIRES: RecordOffset(rec) succeeded.
+// Where a record is read to. A plain record's prefix (header, and a raw
+// record's block table) and payload are read apart, two reads in one
+// submission: an uncompressed chunk's payload lands in the very buffer
+// handed out, not copied out of the record. Of a raw record (format 2) only
+// the blocks holding the wanted range are read. A pack is read whole, and so
+// is a record the index says is no longer than a header (parsing then says
+// what is wrong). REQUIRES: RecordOffset(rec) succeeded.
 struct ChunkStore::RecordRead {
-  explicit RecordRead(const ChunkIndexRecord& rec)
-      : split(!rec.packed() && rec.record_len > internal::kRecordHeaderSize) {
-    if (split) {
-      payload = std::make_shared<UninitBytes>(rec.record_len - internal::kRecordHeaderSize);
-    } else {
+  RecordRead(const ChunkIndexRecord& rec, ChunkRange want)
+      : split(!rec.packed() && rec.record_len > kRecordHeaderSize) {
+    if (!split) {
       whole.resize(rec.record_len);
+      return;
     }
+    size_t prefix_len = kRecordHeaderSize;
+    uint64_t first = 0;
+    uint64_t end = rec.record_len - kRecordHeaderSize;
+    const size_t table = internal::BlockTableLength(rec.raw_len);
+    if (rec.codec == static_cast<uint8_t>(Codec::kNone) && rec.record_len == kRecordHeaderSize + table + rec.raw_len) {
+      // Format 2 (the header says so, or parsing fails): the blocks of the range.
+      prefix_len += table;
+      const uint64_t lo = std::min<uint64_t>(want.offset, rec.raw_len);
+      const uint64_t hi = std::min<uint64_t>(uint64_t{want.offset} + want.length, rec.raw_len);
+      first = lo / internal::kSumBlock * internal::kSumBlock;
+      end = hi > lo ? std::min<uint64_t>((hi + internal::kSumBlock - 1) / internal::kSumBlock * internal::kSumBlock,
+                                         rec.raw_len)
+                    : first;
+    }
+    prefix.resize(prefix_len);
+    payload_offset = static_cast<uint32_t>(first);
+    payload = std::make_shared<UninitBytes>(end - first);
   }
   // The reads that fill it, the record being at device offset `offset`.
   void AddOps(uint64_t offset, std::vector<IoOp>* ops) {
-    if (split) {
-      ops->push_back(IoOp::Read(offset, header));
-      ops->push_back(IoOp::Read(offset + internal::kRecordHeaderSize, *payload));
-    } else {
+    if (!split) {
       ops->push_back(IoOp::Read(offset, whole));
+      return;
     }
+    ops->push_back(IoOp::Read(offset, prefix));
+    if (!payload->empty()) ops->push_back(IoOp::Read(offset + prefix.size() + payload_offset, *payload));
   }
 
   const bool split;
-  std::array<std::byte, internal::kRecordHeaderSize> header{};
+  UninitBytes prefix;                    // split: header, and a raw record's block table
+  uint32_t payload_offset = 0;           // split: where in the payload `payload` starts
   std::shared_ptr<UninitBytes> payload;  // split
   UninitBytes whole;                     // not split
 };
@@ -511,7 +532,22 @@ Result<ChunkData> ChunkStore::Read(const Fingerprint& fp) {
 }
 
 std::vector<Result<ChunkData>> ChunkStore::ReadMany(std::span<const Fingerprint> fps) {
+  std::vector<ChunkRange> all(fps.size());
   std::vector<Result<ChunkData>> out;
+  out.reserve(fps.size());
+  for (auto& piece : ReadRanges(fps, all)) {
+    if (piece.ok()) {
+      out.emplace_back(std::move(piece->data));
+    } else {
+      out.emplace_back(piece.status());
+    }
+  }
+  return out;
+}
+
+std::vector<Result<ChunkPiece>> ChunkStore::ReadRanges(std::span<const Fingerprint> fps,
+                                                       std::span<const ChunkRange> ranges) {
+  std::vector<Result<ChunkPiece>> out;
   out.reserve(fps.size());
   struct Miss {
     size_t i;
@@ -524,7 +560,7 @@ std::vector<Result<ChunkData>> ChunkStore::ReadMany(std::span<const Fingerprint>
   std::vector<IoOp> ops;
   for (size_t i = 0; i < fps.size(); ++i) {
     if (auto hit = CacheGet(fps[i])) {
-      out.emplace_back(std::move(hit));
+      out.emplace_back(ChunkPiece{std::move(hit), 0});
       continue;
     }
     std::optional<ChunkIndexRecord> loc = LocationGet(fps[i]);
@@ -541,26 +577,31 @@ std::vector<Result<ChunkData>> ChunkStore::ReadMany(std::span<const Fingerprint>
   for (Miss& m : misses) {
     auto offset = RecordOffset(fps[m.i], m.rec);
     if (!offset.ok()) continue;  // Read() below reports it, after a second look at the index
-    m.buf = std::make_unique<RecordRead>(m.rec);
+    m.buf = std::make_unique<RecordRead>(m.rec, ranges[m.i]);
     m.buf->AddOps(*offset, &ops);
   }
   if (device_->Submit(ops).ok()) {
     for (Miss& m : misses) {
       if (!m.buf) continue;
-      auto data = DecodeChunk(fps[m.i], m.rec, m.buf.get());
-      if (!data.ok()) continue;
-      CachePut(fps[m.i], *data);
+      auto piece = DecodeChunk(fps[m.i], m.rec, m.buf.get());
+      if (!piece.ok()) continue;
+      if (piece->offset == 0 && piece->data->size() == m.rec.raw_len) CachePut(fps[m.i], piece->data);
       if (!m.cached) LocationPut(fps[m.i], m.rec);
-      out[m.i] = std::move(data);
+      out[m.i] = std::move(piece);
       m.read = true;
     }
   }
   // Whatever failed takes the one-chunk path: it looks the chunk up again
-  // (the cleaner may have moved it) and says what is wrong.
+  // (the cleaner may have moved it), reads it whole and says what is wrong.
   for (const Miss& m : misses) {
     if (m.read) continue;
     if (m.cached) LocationErase(fps[m.i]);
-    out[m.i] = Read(fps[m.i]);
+    auto data = Read(fps[m.i]);
+    if (data.ok()) {
+      out[m.i] = ChunkPiece{std::move(*data), 0};
+    } else {
+      out[m.i] = data.status();
+    }
   }
   return out;
 }
@@ -586,20 +627,22 @@ Result<uint64_t> ChunkStore::RecordOffset(const Fingerprint& fp, const ChunkInde
 
 Result<ChunkData> ChunkStore::ReadChunk(const Fingerprint& fp, const ChunkIndexRecord& rec) {
   QCFS_ASSIGN_OR_RETURN(uint64_t offset, RecordOffset(fp, rec));
-  RecordRead record(rec);
+  RecordRead record(rec, ChunkRange{});
   std::vector<IoOp> ops;
   record.AddOps(offset, &ops);
   QCFS_RETURN_IF_ERROR(device_->Submit(ops).WithContext(
       fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset)));
-  return DecodeChunk(fp, rec, &record);
+  QCFS_ASSIGN_OR_RETURN(ChunkPiece piece, DecodeChunk(fp, rec, &record));
+  return std::move(piece.data);
 }
 
-Result<ChunkData> ChunkStore::DecodeChunk(const Fingerprint& fp, const ChunkIndexRecord& rec,
+Result<ChunkPiece> ChunkStore::DecodeChunk(const Fingerprint& fp, const ChunkIndexRecord& rec,
                                           RecordRead* record) const {
   auto where = [&] { return fmt::format("chunk {} at segment {} offset {}", fp.ShortHex(), rec.segment, rec.offset); };
   internal::RecordView v;
   std::string why;
-  const bool parsed = record->split ? internal::ParsePlainRecord(record->header, *record->payload, &v, &why)
+  const bool parsed = record->split ? internal::ParsePlainRecord(record->prefix, record->payload_offset,
+                                                                 *record->payload, &v, &why)
                                     : internal::ParseRecord(record->whole, &v, &why);
   if (!parsed) return Status::Errorf(EIO, "{}: {}", where(), why);
   bool match = v.total_len == rec.record_len && static_cast<uint8_t>(v.codec) == rec.codec &&
@@ -618,15 +661,17 @@ Result<ChunkData> ChunkStore::DecodeChunk(const Fingerprint& fp, const ChunkInde
     match = v.members[0].Matches(fp) && v.raw_len == rec.raw_len;
   }
   if (!match) return Status::Errorf(EIO, "{}: record does not match the index", where());
-  if (v.codec == Codec::kNone && !rec.packed() && v.payload.size() == v.raw_len) {
-    if (record->split) return ChunkData(std::move(record->payload));  // the payload is the chunk: no copy
-    return std::make_shared<const UninitBytes>(v.payload.begin(), v.payload.end());
+  if (v.codec == Codec::kNone && !rec.packed()) {
+    // The payload (or the part read) is the chunk: no copy when read apart.
+    if (record->split) return ChunkPiece{std::move(record->payload), v.payload_offset};
+    return ChunkPiece{std::make_shared<const UninitBytes>(v.payload.begin(), v.payload.end()), 0};
   }
   auto raw = std::make_shared<UninitBytes>(v.raw_len);
   QCFS_RETURN_IF_ERROR(Decompress(v.codec, v.payload, *raw).WithContext(where()));
-  if (!rec.packed()) return ChunkData(std::move(raw));
-  return std::make_shared<const UninitBytes>(raw->begin() + rec.pack_offset,
-                                             raw->begin() + rec.pack_offset + rec.raw_len);
+  if (!rec.packed()) return ChunkPiece{std::move(raw), 0};
+  return ChunkPiece{std::make_shared<const UninitBytes>(raw->begin() + rec.pack_offset,
+                                                        raw->begin() + rec.pack_offset + rec.raw_len),
+                    0};
 }
 
 std::string ChunkStore::VerifyChunk(const Fingerprint& fp, const ChunkIndexRecord& rec, bool full) {

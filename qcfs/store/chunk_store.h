@@ -119,6 +119,21 @@ struct StoreUsage {
 // or the decompression that fills it writes every byte.
 using ChunkData = std::shared_ptr<const UninitBytes>;
 
+// Part of a chunk a read wants: `length` bytes from `offset` (the chunk is
+// zeros past its raw length). The default is all of it.
+struct ChunkRange {
+  uint32_t offset = 0;
+  uint32_t length = UINT32_MAX;
+};
+
+// What a ranged read hands out: the chunk's bytes from `offset` on. It
+// holds every byte of the chunk within the range asked for, and
+// offset <= the range's offset; it may hold the whole chunk.
+struct ChunkPiece {
+  ChunkData data;
+  uint32_t offset = 0;
+};
+
 class ChunkStore {
  public:
   // `space` owns the segments: the store takes free ones for data and gives
@@ -140,6 +155,10 @@ class ChunkStore {
   // Read() of several chunks; the records the cache lacks are read from the
   // device in one submission. One result per fingerprint, in order.
   std::vector<Result<ChunkData>> ReadMany(std::span<const Fingerprint> fps);
+  // ReadMany() of a range of each chunk (one per fingerprint). A chunk the
+  // cache lacks and that is stored raw is read and verified only in the 4 KiB
+  // blocks that hold its range; such a part is not cached.
+  std::vector<Result<ChunkPiece>> ReadRanges(std::span<const Fingerprint> fps, std::span<const ChunkRange> ranges);
 
   // For each fingerprint, whether the store holds it (indexed or provisional).
   Result<std::vector<bool>> Known(std::span<const Fingerprint> fps);
@@ -237,7 +256,7 @@ class ChunkStore {
   // Checks a record read from `rec`'s location and extracts the chunk; an
   // uncompressed plain record's payload buffer is moved out as the chunk.
   struct RecordRead;
-  Result<ChunkData> DecodeChunk(const Fingerprint& fp, const schema::ChunkIndexRecord& rec, RecordRead* record) const;
+  Result<ChunkPiece> DecodeChunk(const Fingerprint& fp, const schema::ChunkIndexRecord& rec, RecordRead* record) const;
   ChunkData CacheGet(const Fingerprint& fp);
   void CachePut(const Fingerprint& fp, ChunkData data);
 

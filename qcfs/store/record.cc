@@ -1,5 +1,6 @@
 #include "qcfs/store/internal/record.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "qcfs/core/coding.h"
@@ -9,8 +10,11 @@ namespace qcfs::internal {
 size_t RecordPrefixLength(std::span<const std::byte> head) {
   if (head.size() < kRecordHeaderSize) return 0;
   const auto* p = reinterpret_cast<const char*>(head.data());
-  if (LoadLE32(p) != kRecordMagic || p[4] != 1) return 0;
-  if ((static_cast<uint8_t>(p[6]) & kRecordFlagPack) == 0) return kRecordHeaderSize;
+  if (LoadLE32(p) != kRecordMagic) return 0;
+  const bool pack = (static_cast<uint8_t>(p[6]) & kRecordFlagPack) != 0;
+  if (p[4] == kRecordFormatBlocks && !pack) return kRecordHeaderSize + BlockTableLength(LoadLE32(p + 8));
+  if (p[4] != kRecordFormatWhole) return 0;
+  if (!pack) return kRecordHeaderSize;
   if (head.size() < kRecordHeaderSize + 2) return 0;
   uint16_t count = LoadLE16(p + kRecordHeaderSize);
   return kRecordHeaderSize + 2 + size_t{count} * kMemberEntrySize;
@@ -24,12 +28,19 @@ bool ParseHeader(const char* p, RecordView* v, std::string* why) {
     *why = reason;
     return false;
   };
-  if (LoadLE32(p) != kRecordMagic || p[4] != 1 || p[7] != 0) return fail("damaged record header");
+  const auto format = static_cast<uint8_t>(p[4]);
+  if (LoadLE32(p) != kRecordMagic || (format != kRecordFormatWhole && format != kRecordFormatBlocks) || p[7] != 0) {
+    return fail("damaged record header");
+  }
   auto codec = static_cast<uint8_t>(p[5]);
   auto flags = static_cast<uint8_t>(p[6]);
   if (codec > static_cast<uint8_t>(Codec::kZstd) || (flags & ~kRecordFlagPack) != 0) {
     return fail("damaged record header");
   }
+  if (format == kRecordFormatBlocks && (codec != static_cast<uint8_t>(Codec::kNone) || flags != 0)) {
+    return fail("damaged record header");
+  }
+  v->format = format;
   v->codec = static_cast<Codec>(codec);
   v->pack = (flags & kRecordFlagPack) != 0;
   v->stored_len = LoadLE32(p + 8);
@@ -43,32 +54,43 @@ bool ParseHeader(const char* p, RecordView* v, std::string* why) {
 
 }  // namespace
 
-bool ParsePlainRecord(std::span<const std::byte> header, std::span<const std::byte> payload, RecordView* out,
-                      std::string* why) {
-  if (header.size() != kRecordHeaderSize) {
-    *why = "record is truncated";
+bool ParsePlainRecord(std::span<const std::byte> prefix, uint32_t payload_offset, std::span<const std::byte> payload,
+                      RecordView* out, std::string* why) {
+  auto fail = [&](const char* reason) {
+    *why = reason;
     return false;
-  }
-  const auto* p = reinterpret_cast<const char*>(header.data());
+  };
+  if (prefix.size() < kRecordHeaderSize) return fail("record is truncated");
+  const auto* p = reinterpret_cast<const char*>(prefix.data());
   RecordView v;
   if (!ParseHeader(p, &v, why)) return false;
-  if (v.pack) {
-    *why = "record does not match the index";  // the index says plain
-    return false;
-  }
-  if (payload.size() != v.stored_len) {
-    *why = "record length does not match its header";
-    return false;
+  if (v.pack) return fail("record does not match the index");  // the index says plain
+  const size_t table = v.format == kRecordFormatBlocks ? BlockTableLength(v.stored_len) : 0;
+  if (prefix.size() != kRecordHeaderSize + table) return fail("record length does not match its header");
+  const uint64_t end = uint64_t{payload_offset} + payload.size();
+  if (v.format == kRecordFormatWhole ? payload_offset != 0 || end != v.stored_len
+                                     : payload_offset % kSumBlock != 0 || end > v.stored_len ||
+                                           (end % kSumBlock != 0 && end != v.stored_len)) {
+    return fail("record length does not match its header");
   }
   RecordMember m;
   std::memcpy(m.fp_prefix, p + 16, kFpPrefix);
   m.raw_len = v.raw_len;
   v.members.push_back(m);
-  v.total_len = kRecordHeaderSize + v.stored_len;
+  v.total_len = kRecordHeaderSize + table + v.stored_len;
   v.payload = payload;
-  if (Checksum64(header.first(24), payload) != LoadLE64(p + 24)) {
-    *why = "checksum mismatch";
-    return false;
+  v.payload_offset = payload_offset;
+  const auto head = prefix.first(24);
+  if (v.format == kRecordFormatWhole) {
+    if (Checksum64(head, payload) != LoadLE64(p + 24)) return fail("checksum mismatch");
+  } else {
+    if (Checksum64(head, prefix.subspan(kRecordHeaderSize)) != LoadLE64(p + 24)) return fail("checksum mismatch");
+    const char* sums = p + kRecordHeaderSize + payload_offset / kSumBlock * 8;
+    for (size_t at = 0; at < payload.size(); at += kSumBlock, sums += 8) {
+      if (Checksum64(payload.subspan(at, std::min(kSumBlock, payload.size() - at))) != LoadLE64(sums)) {
+        return fail("checksum mismatch");
+      }
+    }
   }
   *out = std::move(v);
   return true;
@@ -84,8 +106,9 @@ bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string*
   RecordView v;
   if (!ParseHeader(p, &v, why)) return false;
   if (!v.pack) {
-    if (bytes.size() < kRecordHeaderSize + v.stored_len) return fail("record is truncated");
-    return ParsePlainRecord(bytes.first(kRecordHeaderSize), bytes.subspan(kRecordHeaderSize, v.stored_len), out, why);
+    const size_t prefix = kRecordHeaderSize + (v.format == kRecordFormatBlocks ? BlockTableLength(v.stored_len) : 0);
+    if (bytes.size() < prefix + v.stored_len) return fail("record is truncated");
+    return ParsePlainRecord(bytes.first(prefix), 0, bytes.subspan(prefix, v.stored_len), out, why);
   }
   // A pack: its member table sits between the header and the payload.
   if (bytes.size() < kRecordHeaderSize + 2) return fail("record is truncated");
@@ -114,15 +137,17 @@ bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string*
 }
 
 std::vector<std::byte> BuildRecord(Codec codec, bool pack, std::span<const std::byte> payload, uint32_t raw_len,
-                                   std::span<const RecordMember> members) {
+                                   std::span<const RecordMember> members, std::optional<uint8_t> format) {
+  const uint8_t f = format.value_or(RecordFormatFor(codec, pack));
   size_t table = pack ? 2 + members.size() * kMemberEntrySize : 0;
+  if (f == kRecordFormatBlocks) table = BlockTableLength(payload.size());
   std::vector<std::byte> out;
   out.reserve(kRecordHeaderSize + table + payload.size());
   out.resize(kRecordHeaderSize + table);
   out.insert(out.end(), payload.begin(), payload.end());
   auto* p = reinterpret_cast<char*>(out.data());
   StoreLE32(p, kRecordMagic);
-  p[4] = 1;
+  p[4] = static_cast<char>(f);
   p[5] = static_cast<char>(codec);
   p[6] = static_cast<char>(pack ? kRecordFlagPack : 0);
   p[7] = 0;
@@ -137,8 +162,17 @@ std::vector<std::byte> BuildRecord(Codec codec, bool pack, std::span<const std::
       StoreLE32(e + kFpPrefix, members[i].raw_len);
     }
   }
-  uint64_t sum = Checksum64(std::span<const std::byte>(out).first(24),
-                            std::span<const std::byte>(out).subspan(kRecordHeaderSize));
+  const std::span<const std::byte> all(out);
+  uint64_t sum;
+  if (f == kRecordFormatBlocks) {
+    for (size_t at = 0; at < payload.size(); at += kSumBlock) {
+      StoreLE64(p + kRecordHeaderSize + at / kSumBlock * 8,
+                Checksum64(payload.subspan(at, std::min(kSumBlock, payload.size() - at))));
+    }
+    sum = Checksum64(all.first(24), all.subspan(kRecordHeaderSize, table));
+  } else {
+    sum = Checksum64(all.first(24), all.subspan(kRecordHeaderSize));
+  }
   StoreLE64(p + 24, sum);
   return out;
 }

@@ -1,7 +1,8 @@
 // The chunk store's read path on a damaged device and a damaged index:
 // ChunkStore::Read (index entry, then the record at its location, checked
-// against the entry, decompressed, the member cut out of a pack) and
-// ChunkStore::VerifyChunk (what qcfs check runs on every chunk).
+// against the entry, decompressed, the member cut out of a pack),
+// ChunkStore::ReadRanges (only the blocks of a raw record that hold a range)
+// and ChunkStore::VerifyChunk (what qcfs check runs on every chunk).
 //
 // Input:
 //   u8  flags (below)
@@ -10,9 +11,13 @@
 //   ..  the record bytes, written at the entry's location
 // With kConsistent the entry is made to agree with the record (location
 // kept, lengths, codec and pack member taken from the record; n picks the
-// member), so that the fuzzer reaches decompression and extraction.
+// member), so that the fuzzer reaches decompression and extraction. With
+// kRange, a read through the index also reads the range that fingerprint
+// bytes 8-11 give (never part of the prefix a record holds) and compares it
+// with the whole chunk.
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -32,6 +37,7 @@ constexpr uint8_t kFixChecksum = 1;   // make the record's checksum right
 constexpr uint8_t kConsistent = 2;    // derive the index entry from the record
 constexpr uint8_t kFull = 4;          // VerifyChunk also hashes the content
 constexpr uint8_t kThroughIndex = 8;  // Read(fp) through the index instead of VerifyChunk
+constexpr uint8_t kRange = 16;        // with kThroughIndex: also ReadRanges
 
 struct Store {
   std::string dir;
@@ -136,6 +142,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     rocksdb::WriteBatch batch;
     batch.Put(schema::ChunkKey(fp), value);
     if (!g->db->Write(&batch, false).ok()) std::abort();
+    if (flags & kRange) {
+      const auto* b = reinterpret_cast<const char*>(fp.bytes.data());
+      ChunkRange range{uint32_t{LoadLE16(b + 8)} * 16, uint32_t{LoadLE16(b + 10)} * 16 + 1};
+      auto piece = std::move(g->store->ReadRanges({&fp, 1}, {&range, 1})[0]);
+      auto whole = g->store->Read(fp);  // the read cache is off: this reads the record again
+      if (piece.ok()) {
+        QCFS_FUZZ_CHECK(whole.ok(), "a range of a chunk reads but the chunk does not");
+        const auto& got = *piece->data;
+        const auto& all = **whole;
+        QCFS_FUZZ_CHECK(piece->offset <= range.offset && piece->offset + got.size() <= all.size(),
+                        "ReadRanges hands out a piece outside the chunk or after the range");
+        const uint64_t want_end = std::min<uint64_t>(uint64_t{range.offset} + range.length, all.size());
+        QCFS_FUZZ_CHECK(want_end <= range.offset || piece->offset + got.size() >= want_end,
+                        "ReadRanges hands out less than the range");
+        QCFS_FUZZ_CHECK(std::equal(got.begin(), got.end(), all.begin() + piece->offset),
+                        "ReadRanges and Read disagree");
+      }
+    }
     auto content = g->store->Read(fp);
     if (content.ok()) {
       QCFS_FUZZ_CHECK(decoded && (*content)->size() == rec.raw_len, "Read returns other than raw_len bytes");

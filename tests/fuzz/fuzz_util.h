@@ -66,20 +66,33 @@ inline std::span<const std::byte> Span(std::string_view s) { return AsBytes(s); 
 
 // ---------------------------------------------------------------- records
 
-// Writes the checksum a record's header promises (bytes 24..32) when the
-// bytes hold a whole record as its header describes it.
+// Writes the checksums a record's header promises (bytes 24..32, and a
+// format-2 record's block sums) when the bytes hold a whole record as its
+// header describes it.
 inline void FixRecordChecksum(std::string* r) {
   using namespace internal;
   if (r->size() < kRecordHeaderSize) return;
   const char* p = r->data();
+  const size_t stored = LoadLE32(p + 8);
   size_t table = 0;
   if (static_cast<uint8_t>(p[6]) & kRecordFlagPack) {
     if (r->size() < kRecordHeaderSize + 2) return;
     table = 2 + size_t{LoadLE16(p + kRecordHeaderSize)} * kMemberEntrySize;
+  } else if (p[4] == kRecordFormatBlocks) {
+    table = BlockTableLength(stored);
   }
-  size_t end = kRecordHeaderSize + table + LoadLE32(p + 8);
+  size_t end = kRecordHeaderSize + table + stored;
   if (end > r->size()) return;
   auto all = Span(*r);
+  if (p[4] == kRecordFormatBlocks && !(static_cast<uint8_t>(p[6]) & kRecordFlagPack)) {
+    auto payload = all.subspan(kRecordHeaderSize + table, stored);
+    for (size_t at = 0; at < stored; at += kSumBlock) {
+      StoreLE64(r->data() + kRecordHeaderSize + at / kSumBlock * 8,
+                Checksum64(payload.subspan(at, std::min(kSumBlock, stored - at))));
+    }
+    StoreLE64(r->data() + 24, Checksum64(all.first(24), all.subspan(kRecordHeaderSize, table)));
+    return;
+  }
   StoreLE64(r->data() + 24, Checksum64(all.first(24), all.subspan(kRecordHeaderSize, end - kRecordHeaderSize)));
 }
 

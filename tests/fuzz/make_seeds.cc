@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,17 @@ Records MakeRecords() {
   r.bytes["single-lz4"] = Str(EncodeChunk(Content(a), {Codec::kLz4, 0}).bytes);
   r.bytes["single-zstd"] = Str(EncodeChunk(Content(b), {Codec::kZstd, 3}).bytes);
   r.bytes["single-raw"] = Str(EncodeChunk(Content(rnd), {Codec::kLz4, 0}).bytes);
+  std::string big;  // incompressible, three blocks, the last short: a raw record's block sums
+  std::mt19937_64 gen(9000);
+  for (int i = 0; i < 9000; ++i) big.push_back(static_cast<char>(gen() >> 56));
+  r.bytes["single-raw-blocks"] = Str(EncodeChunk(Content(big), {Codec::kLz4, 0}).bytes);
+  // A raw record as written before block sums (format 1), still read.
+  ChunkContent old = Content(big);
+  RecordMember m;
+  std::memcpy(m.fp_prefix, old.fp.bytes.data(), kFpPrefix);
+  m.raw_len = static_cast<uint32_t>(big.size());
+  r.bytes["single-raw-format1"] =
+      Str(BuildRecord(Codec::kNone, false, old.content, m.raw_len, {&m, 1}, kRecordFormatWhole));
   std::vector<ChunkContent> pack = {Content(a), Content(b), Content(c)};
   r.bytes["pack-zstd"] = Str(EncodePack(pack, {Codec::kZstd, 3}).bytes);
   std::vector<ChunkContent> pack2 = {Content(c), Content(rnd)};
@@ -124,6 +136,11 @@ void ChunkReadSeeds(const Records& r) {
     rec.EncodeTo(&value);
     std::string fp(32, '\0');
     uint8_t flags = consistent | (name.starts_with("pack") ? through_index : 4);
+    if (name.starts_with("single-raw")) {
+      // Through the index, and a range from byte 4112, 1601 bytes long.
+      flags = consistent | through_index | 16;
+      fp[8] = 1, fp[9] = 1, fp[10] = 100;
+    }
     Seed("chunk_read", name, U8(flags) + U8(static_cast<uint8_t>(value.size())) + value + fp + bytes);
   }
   // An index entry as the store writes it, for the raw (not derived) path.

@@ -1,5 +1,6 @@
 // The chunk store's record and segment header decoders on any bytes:
-// RecordPrefixLength, ParseRecord (header, pack member table, checksum),
+// RecordPrefixLength, ParseRecord (header, pack member table, block sums,
+// checksum), ParsePlainRecord of each block of a raw record on its own,
 // decompression of the payload it hands out, and DecodeSegmentHeader.
 //
 // Input: u8 flags, then the bytes. Flag 1 makes the record's checksum
@@ -39,18 +40,31 @@ void CheckRecord(const std::string& bytes) {
   for (const RecordMember& m : v.members) sum += m.raw_len;
   QCFS_FUZZ_CHECK(sum == v.raw_len, "member lengths do not add up to raw_len");
   size_t table = v.pack ? 2 + v.members.size() * kMemberEntrySize : 0;
+  if (v.format == kRecordFormatBlocks) table = BlockTableLength(v.stored_len);
   QCFS_FUZZ_CHECK(RecordPrefixLength(all) == kRecordHeaderSize + table,
                   "RecordPrefixLength disagrees with ParseRecord");
 
   // Building the record again from what was parsed gives the same bytes
   // (a pack's fingerprint field is not covered: only zero is written there).
-  std::vector<std::byte> built = BuildRecord(v.codec, v.pack, v.payload, v.raw_len, v.members);
+  std::vector<std::byte> built = BuildRecord(v.codec, v.pack, v.payload, v.raw_len, v.members, v.format);
   std::string expect = bytes.substr(0, v.total_len);
   if (v.pack) {
     std::memset(expect.data() + 16, 0, kFpPrefix);
     StoreLE64(expect.data() + 24, LoadLE64(built.data() + 24));
   }
   QCFS_FUZZ_CHECK(AsStringView(built) == expect, "BuildRecord of a parsed record differs from it");
+
+  // Each block of a raw record verifies on its own, as a ranged read does.
+  if (v.format == kRecordFormatBlocks) {
+    const size_t prefix = kRecordHeaderSize + table;
+    for (size_t at = 0; at < v.stored_len; at += kSumBlock) {
+      RecordView part;
+      QCFS_FUZZ_CHECK(ParsePlainRecord(all.first(prefix), static_cast<uint32_t>(at),
+                                       v.payload.subspan(at, std::min<size_t>(kSumBlock, v.stored_len - at)), &part,
+                                       &why),
+                      "a block of a parsed record does not parse on its own");
+    }
+  }
 
   // Decompression yields exactly raw_len bytes or fails cleanly.
   std::vector<std::byte> raw(v.raw_len);

@@ -179,6 +179,116 @@ TEST_F(ChunkStoreTest, UncompressedChunkIsVerifiedAcrossHeaderAndPayload) {
   EXPECT_TRUE(std::equal((*many[0])->begin(), (*many[0])->end(), Bytes(data).begin()));
 }
 
+// A chunk stored raw carries a checksum per 4 KiB block: a ranged read
+// reads and verifies only the blocks that hold its range, so damage
+// elsewhere in the record does not fail it, and damage inside it does.
+TEST_F(ChunkStoreTest, RangeOfARawChunkReadsAndVerifiesOnlyItsBlocks) {
+  const std::string data = RandomBytes(65536 - 1000, 12);  // the last block short
+  ChunkContent c = Chunk(data);
+  Commit({c});
+  auto value = *db_->Get(schema::ChunkKey(c.fp));
+  schema::ChunkIndexRecord rec;
+  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  ASSERT_EQ(rec.codec, static_cast<uint8_t>(Codec::kNone));
+  const size_t table = internal::BlockTableLength(data.size());
+  ASSERT_EQ(rec.record_len, internal::kRecordHeaderSize + table + data.size());
+  std::atomic<uint64_t> read_bytes{0};
+  device_->SetFaultHook([&](const IoOp& op) {
+    if (op.kind == IoOp::Kind::kRead) read_bytes += op.length;
+    return Status::Ok();
+  });
+  auto range = [&](uint32_t offset, uint32_t length) {
+    ChunkRange r{offset, length};
+    return std::move(store_->ReadRanges({&c.fp, 1}, {&r, 1})[0]);
+  };
+  auto piece_bytes = [](const ChunkPiece& p) {
+    return std::string(reinterpret_cast<const char*>(p.data->data()), p.data->size());
+  };
+
+  auto mid = range(5000, 4000);  // blocks 1 and 2
+  ASSERT_TRUE(mid.ok()) << mid.status().ToString();
+  EXPECT_EQ(mid->offset, 4096u);
+  EXPECT_EQ(piece_bytes(*mid), data.substr(4096, 8192));
+  EXPECT_EQ(read_bytes.load(), internal::kRecordHeaderSize + table + 8192);
+
+  auto tail = range(60000, 10000);  // into the short last block and past the chunk's end
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(tail->offset, 57344u);
+  EXPECT_EQ(piece_bytes(*tail), data.substr(57344));
+  auto beyond = range(65000, 536);  // only zeros: the chunk holds none of it
+  ASSERT_TRUE(beyond.ok());
+  EXPECT_LE(beyond->offset, 65000u);
+  EXPECT_LE(beyond->offset + beyond->data->size(), data.size());
+  auto all = range(0, 65536);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->offset, 0u);
+  EXPECT_EQ(piece_bytes(*all), data);
+
+  // A byte of block 10's payload goes bad.
+  const uint64_t at = sb_.SegmentOffset(rec.segment) + rec.offset;
+  const uint64_t payload = at + internal::kRecordHeaderSize + table;
+  std::byte was[1];
+  ASSERT_TRUE(device_->Read(payload + 10 * 4096 + 7, was).ok());
+  std::byte flip[1] = {was[0] ^ std::byte{0x10}};
+  device_->Poke(payload + 10 * 4096 + 7, flip);
+  auto other = range(4096, 4096);
+  ASSERT_TRUE(other.ok()) << "damage in another block fails the read: " << other.status().ToString();
+  EXPECT_EQ(piece_bytes(*other), data.substr(4096, 4096));
+  for (auto [offset, length] : {std::pair{10u * 4096 + 100, 10u}, std::pair{9u * 4096 + 4000, 200u}}) {
+    auto bad = range(offset, length);
+    EXPECT_EQ(bad.status().code(), EIO) << offset;
+    EXPECT_NE(bad.status().message().find("checksum mismatch"), std::string::npos) << bad.status().ToString();
+  }
+  EXPECT_EQ(store_->Read(c.fp).status().code(), EIO);
+  EXPECT_NE(store_->VerifyChunk(c.fp, rec, false), "");
+  device_->Poke(payload + 10 * 4096 + 7, was);
+
+  // The block table and the header are covered by the header's checksum.
+  for (uint64_t pos : {internal::kRecordHeaderSize + 8 * 3 + 2, uint64_t{13}}) {
+    ASSERT_TRUE(device_->Read(at + pos, was).ok());
+    flip[0] = was[0] ^ std::byte{0x01};
+    device_->Poke(at + pos, flip);
+    EXPECT_EQ(range(0, 100).status().code(), EIO) << "byte " << pos;
+    device_->Poke(at + pos, was);
+  }
+  EXPECT_EQ(piece_bytes(*range(0, 100)), data.substr(0, 4096));
+}
+
+// Volumes written before block sums hold raw chunks in format 1 (one
+// checksum over the payload): they are still read, whole.
+TEST_F(ChunkStoreTest, RawChunkWithoutBlockSumsIsStillRead) {
+  const std::string data = RandomBytes(65536, 13);
+  ChunkContent c = Chunk(data);
+  Commit({c});
+  auto value = *db_->Get(schema::ChunkKey(c.fp));
+  schema::ChunkIndexRecord rec;
+  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  internal::RecordMember m;
+  std::memcpy(m.fp_prefix, c.fp.bytes.data(), internal::kFpPrefix);
+  m.raw_len = static_cast<uint32_t>(data.size());
+  auto old = internal::BuildRecord(Codec::kNone, false, c.content, m.raw_len, {&m, 1}, internal::kRecordFormatWhole);
+  ASSERT_EQ(old.size(), internal::kRecordHeaderSize + data.size());
+  device_->Poke(sb_.SegmentOffset(rec.segment) + rec.offset, old);
+  rec.record_len = static_cast<uint32_t>(old.size());
+  std::string v;
+  rec.EncodeTo(&v);
+  rocksdb::WriteBatch batch;
+  batch.Put(schema::ChunkKey(c.fp), v);
+  ASSERT_TRUE(db_->Write(&batch, false).ok());
+
+  EXPECT_EQ(ReadBack(c.fp), data);
+  ChunkRange r{5000, 3000};
+  auto piece = std::move(store_->ReadRanges({&c.fp, 1}, {&r, 1})[0]);
+  ASSERT_TRUE(piece.ok()) << piece.status().ToString();
+  EXPECT_EQ(piece->offset, 0u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(piece->data->data()), piece->data->size()), data);
+  EXPECT_EQ(store_->VerifyChunk(c.fp, rec, true), "");
+  // Its one checksum still covers the whole payload.
+  std::byte flip[1] = {std::byte{0x33}};
+  device_->Poke(sb_.SegmentOffset(rec.segment) + rec.offset + internal::kRecordHeaderSize + 60000, flip);
+  EXPECT_EQ(std::move(store_->ReadRanges({&c.fp, 1}, {&r, 1})[0]).status().code(), EIO);
+}
+
 TEST_F(ChunkStoreTest, ReadManyGivesEachChunkItsOwnResult) {
   std::vector<std::string> contents;
   std::vector<ChunkContent> chunks;
