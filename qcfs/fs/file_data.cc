@@ -118,13 +118,15 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
       filled = std::min<size_t>(base->size(), chunk_size_);
       std::memcpy(buf->data.data(), base->data(), filled);
     }
-    if (!overwrite && filled < chunk_size_) std::memset(buf->data.data() + filled, 0, chunk_size_ - filled);
-    // Bytes past the end of the file are zero in every buffer.
+    // Bytes past the end of the file are zero in every buffer, and so is
+    // what neither a stored chunk nor the write fills; one pass zeroes both.
     const uint64_t start = index * chunk_size_;
+    size_t zero_from = chunk_size_;
     if (start + chunk_size_ > inode->size) {
-      size_t keep = inode->size > start ? static_cast<size_t>(inode->size - start) : 0;
-      std::memset(buf->data.data() + keep, 0, chunk_size_ - keep);
+      zero_from = inode->size > start ? static_cast<size_t>(inode->size - start) : 0;
     }
+    if (!overwrite) zero_from = std::min(zero_from, filled);
+    if (zero_from < chunk_size_) std::memset(buf->data.data() + zero_from, 0, chunk_size_ - zero_from);
     inode->dirty.emplace(index, buf);
     if (inode->dirty_since.load() == 0) inode->dirty_since.store(internal::MonoNs());
     return buf;
@@ -527,6 +529,8 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
       FlushChunk c;
       c.index = it->first;
       c.buf = it->second;
+      const uint64_t start = c.index * chunk_size_;
+      c.limit = inode->size > start ? static_cast<size_t>(std::min<uint64_t>(chunk_size_, inode->size - start)) : 0;
       inode->inflight[c.index] = c.buf;
       covered = std::max(covered, std::min<uint64_t>((c.index + 1) * chunk_size_, inode->size));
       item.chunks.push_back(std::move(c));
@@ -555,7 +559,7 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
   }
   pool_->ParallelFor(all.size(), [&](size_t i) {
     FlushChunk* c = all[i];
-    c->length = TrimmedLength(c->buf->data);
+    c->length = TrimmedLength(std::span<const std::byte>(c->buf->data).first(c->limit));
     if (c->length > 0) c->fp = Fingerprint::Of(c->content());
   });
 

@@ -64,6 +64,10 @@ struct Inode {
 struct FlushChunk {
   uint64_t index = 0;
   std::shared_ptr<ChunkBuf> buf;
+  // Bytes of buf that lay below the file's size when it was taken: the rest
+  // are zero (every buffer is zero past the end of the file), so trimming
+  // need not scan them.
+  size_t limit = 0;
   size_t length = 0;  // content bytes (trailing zeros trimmed); 0 is a hole
   Fingerprint fp;
 
