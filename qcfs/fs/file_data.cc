@@ -110,23 +110,26 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
     auto buf = std::make_shared<ChunkBuf>();
     buf->seq = write_seq_.fetch_add(1);
     buf->data.resize(chunk_size_);  // not zeroed: every byte is set below or by the write
-    size_t filled = 0;
-    if (from_inflight) {
-      buf->data = from_inflight->data;
-      filled = chunk_size_;
-    } else if (base) {
-      filled = std::min<size_t>(base->size(), chunk_size_);
-      std::memcpy(buf->data.data(), base->data(), filled);
+    if (!overwrite) {
+      size_t filled = 0;
+      if (from_inflight) {
+        std::memcpy(buf->data.data(), from_inflight->data.data(), chunk_size_);
+        filled = chunk_size_;
+      } else if (base) {
+        filled = std::min<size_t>(base->size(), chunk_size_);
+        std::memcpy(buf->data.data(), base->data(), filled);
+      }
+      // Bytes past the end of the file are zero in every buffer, and so is
+      // what no stored chunk fills; one pass zeroes both. (An overwrite sets
+      // every byte before the stripe lock is let go, and extends the file
+      // over them.)
+      const uint64_t start = index * chunk_size_;
+      size_t zero_from = filled;
+      if (start + chunk_size_ > inode->size) {
+        zero_from = std::min(zero_from, inode->size > start ? static_cast<size_t>(inode->size - start) : 0);
+      }
+      if (zero_from < chunk_size_) std::memset(buf->data.data() + zero_from, 0, chunk_size_ - zero_from);
     }
-    // Bytes past the end of the file are zero in every buffer, and so is
-    // what neither a stored chunk nor the write fills; one pass zeroes both.
-    const uint64_t start = index * chunk_size_;
-    size_t zero_from = chunk_size_;
-    if (start + chunk_size_ > inode->size) {
-      zero_from = inode->size > start ? static_cast<size_t>(inode->size - start) : 0;
-    }
-    if (!overwrite) zero_from = std::min(zero_from, filled);
-    if (zero_from < chunk_size_) std::memset(buf->data.data() + zero_from, 0, chunk_size_ - zero_from);
     inode->dirty.emplace(index, buf);
     if (inode->dirty_since.load() == 0) inode->dirty_since.store(internal::MonoNs());
     return buf;
@@ -602,7 +605,8 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
   records.resize(jobs.size());
   const CompressionSpec spec = compression_;
   pool_->ParallelFor(jobs.size(), [&](size_t i) {
-    records[i] = jobs[i].size() == 1 ? EncodeChunk(jobs[i][0], spec) : EncodePack(jobs[i], spec);
+    // A chunk stored raw is written from its buffer, held until the flush ends.
+    records[i] = jobs[i].size() == 1 ? EncodeChunk(jobs[i][0], spec, /*borrow_raw=*/true) : EncodePack(jobs[i], spec);
   });
   return Status::Ok();
 }
@@ -612,7 +616,7 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRec
   uint64_t bytes = 0;
   for (const EncodedRecord& r : records) {
     list.push_back(&r);
-    bytes += r.bytes.size();
+    bytes += r.size();
   }
   if (commit_hook_) commit_hook_();
   Status written = prepared;

@@ -45,14 +45,19 @@ size_t TrimmedLength(std::span<const std::byte> data) {
   return n;
 }
 
-EncodedRecord EncodeChunk(const ChunkContent& chunk, const CompressionSpec& spec) {
+EncodedRecord EncodeChunk(const ChunkContent& chunk, const CompressionSpec& spec, bool borrow_raw) {
   EncodedRecord r;
   std::vector<std::byte> payload;
   r.codec = CompressOrKeep(spec, chunk.content, &payload);
   const auto raw = static_cast<uint32_t>(chunk.content.size());
   internal::RecordMember m = MemberOf(chunk.fp, raw);
-  r.bytes = internal::BuildRecord(r.codec, false, r.codec == Codec::kNone ? chunk.content : payload, raw, {&m, 1});
-  r.members.push_back({chunk.fp, raw, 0, static_cast<uint32_t>(r.bytes.size())});
+  if (r.codec == Codec::kNone && borrow_raw) {
+    r.bytes = internal::BuildRawPrefix(chunk.content, m);
+    r.borrowed_payload = chunk.content;
+  } else {
+    r.bytes = internal::BuildRecord(r.codec, false, r.codec == Codec::kNone ? chunk.content : payload, raw, {&m, 1});
+  }
+  r.members.push_back({chunk.fp, raw, 0, static_cast<uint32_t>(r.size())});
   return r;
 }
 
@@ -282,14 +287,20 @@ Result<ChunkStore::Location> ChunkStore::Allocate(uint32_t record_len, std::vect
   return loc;
 }
 
-Status ChunkStore::StageRecord(std::span<const std::byte> record, std::vector<Staged>* staged,
-                               std::vector<uint32_t>* closed, Location* loc, bool borrow) {
-  if (record.size() + kSegmentHeaderSize > sb_.segment_size) {
-    return Status::Errorf(EINVAL, "record of {} bytes does not fit a segment", record.size());
+Status ChunkStore::StageRecord(std::span<const std::byte> head, std::span<const std::byte> tail,
+                               std::vector<Staged>* staged, std::vector<uint32_t>* closed, Location* loc, bool borrow) {
+  const size_t size = head.size() + tail.size();
+  if (size + kSegmentHeaderSize > sb_.segment_size) {
+    return Status::Errorf(EINVAL, "record of {} bytes does not fit a segment", size);
   }
-  QCFS_ASSIGN_OR_RETURN(*loc, Allocate(static_cast<uint32_t>(record.size()), staged, closed));
+  QCFS_ASSIGN_OR_RETURN(*loc, Allocate(static_cast<uint32_t>(size), staged, closed));
   if (borrow) {
-    staged->push_back(Staged{loc->segment, loc->offset, {}, record});
+    uint32_t at = loc->offset;
+    for (auto part : {head, tail}) {
+      if (part.empty()) continue;
+      staged->push_back(Staged{loc->segment, at, {}, part});
+      at += static_cast<uint32_t>(part.size());
+    }
     return Status::Ok();
   }
   if (staged->empty() || !staged->back().borrowed.empty() || staged->back().segment != loc->segment ||
@@ -298,7 +309,8 @@ Status ChunkStore::StageRecord(std::span<const std::byte> record, std::vector<St
     staged->back().bytes.reserve(sb_.segment_size / 4);
   }
   auto& bytes = staged->back().bytes;
-  bytes.insert(bytes.end(), record.begin(), record.end());
+  bytes.insert(bytes.end(), head.begin(), head.end());
+  bytes.insert(bytes.end(), tail.begin(), tail.end());
   return Status::Ok();
 }
 
@@ -408,7 +420,7 @@ Status ChunkStore::WriteRecords(std::span<const EncodedRecord* const> records) {
   Status s;
   for (const EncodedRecord* r : records) {
     Location loc{};
-    s = StageRecord(r->bytes, &staged, &closed, &loc, /*borrow=*/true);
+    s = StageRecord(r->bytes, r->borrowed_payload, &staged, &closed, &loc, /*borrow=*/true);
     if (!s.ok()) break;
     where.push_back(loc);
   }
@@ -423,7 +435,7 @@ Status ChunkStore::WriteRecords(std::span<const EncodedRecord* const> records) {
       ChunkIndexRecord& rec = it->second.rec;
       rec.segment = where[i].segment;
       rec.offset = where[i].offset;
-      rec.record_len = static_cast<uint32_t>(r->bytes.size());
+      rec.record_len = static_cast<uint32_t>(r->size());
       rec.raw_len = m.raw_len;
       rec.codec = static_cast<uint8_t>(r->codec);
       rec.pack_offset = m.pack_offset;
@@ -861,7 +873,7 @@ Result<ChunkStore::Txn::Entry*> ChunkStore::Txn::Lookup(const Fingerprint& fp) {
 
 Status ChunkStore::Txn::Stage(std::span<const std::byte> record, Location* loc) {
   if (!write_lock_.owns_lock()) write_lock_ = std::unique_lock<std::mutex>(store_->write_mu_);
-  return store_->StageRecord(record, &staged_, &closed_segments_, loc);
+  return store_->StageRecord(record, {}, &staged_, &closed_segments_, loc);
 }
 
 Status ChunkStore::Txn::AddRef(const ChunkContent& chunk, const CompressionSpec& spec) {

@@ -85,14 +85,20 @@ struct EncodedRecord {
     uint32_t pack_offset = 0;
     uint32_t share = 0;  // bytes of the record charged to this chunk
   };
-  std::vector<std::byte> bytes;  // header, member table, payload
+  std::vector<std::byte> bytes;  // header, member or block table, and payload unless borrowed
+  // A raw chunk's payload left where it is (EncodeChunk with borrow_raw):
+  // the chunk's content, which must outlive the record. Empty otherwise.
+  std::span<const std::byte> borrowed_payload;
   std::vector<Member> members;
   Codec codec = Codec::kNone;
   uint32_t pack_raw = 0;  // packs: decompressed payload length; 0 for one chunk
+
+  size_t size() const { return bytes.size() + borrowed_payload.size(); }  // of the whole record
 };
 
-// A record for one chunk.
-EncodedRecord EncodeChunk(const ChunkContent& chunk, const CompressionSpec& spec);
+// A record for one chunk. With `borrow_raw`, a chunk stored raw is not
+// copied into the record: its content becomes borrowed_payload.
+EncodedRecord EncodeChunk(const ChunkContent& chunk, const CompressionSpec& spec, bool borrow_raw = false);
 // A record packing several small chunks (REQUIRES: at least two, at most
 // 1 MiB of content in all).
 EncodedRecord EncodePack(std::span<const ChunkContent> chunks, const CompressionSpec& spec);
@@ -231,9 +237,10 @@ class ChunkStore {
   // are appended to `closed`.
   Result<Location> Allocate(uint32_t record_len, std::vector<Staged>* staged, std::vector<uint32_t>* closed);
   Status OpenSegment(std::vector<Staged>* staged);
-  // Stages one record; `borrow` writes it from the caller's buffer.
-  Status StageRecord(std::span<const std::byte> record, std::vector<Staged>* staged, std::vector<uint32_t>* closed,
-                     Location* loc, bool borrow = false);
+  // Stages one record, `head` then `tail` (either may be empty); `borrow`
+  // writes it from the caller's buffers.
+  Status StageRecord(std::span<const std::byte> head, std::span<const std::byte> tail, std::vector<Staged>* staged,
+                     std::vector<uint32_t>* closed, Location* loc, bool borrow = false);
   // Writes staged bytes and syncs the device; the next write starts on a
   // fresh block.
   Status WriteStaged(std::vector<Staged>* staged, std::vector<uint32_t>* closed);

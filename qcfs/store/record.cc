@@ -136,11 +136,34 @@ bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string*
   return true;
 }
 
+std::vector<std::byte> BuildRawPrefix(std::span<const std::byte> payload, const RecordMember& member) {
+  const size_t table = BlockTableLength(payload.size());
+  std::vector<std::byte> out(kRecordHeaderSize + table);
+  auto* p = reinterpret_cast<char*>(out.data());
+  StoreLE32(p, kRecordMagic);
+  p[4] = static_cast<char>(kRecordFormatBlocks);
+  p[5] = static_cast<char>(Codec::kNone);
+  StoreLE32(p + 8, static_cast<uint32_t>(payload.size()));
+  StoreLE32(p + 12, static_cast<uint32_t>(payload.size()));
+  std::memcpy(p + 16, member.fp_prefix, kFpPrefix);
+  for (size_t at = 0; at < payload.size(); at += kSumBlock) {
+    StoreLE64(p + kRecordHeaderSize + at / kSumBlock * 8,
+              Checksum64(payload.subspan(at, std::min(kSumBlock, payload.size() - at))));
+  }
+  const std::span<const std::byte> all(out);
+  StoreLE64(p + 24, Checksum64(all.first(24), all.subspan(kRecordHeaderSize)));
+  return out;
+}
+
 std::vector<std::byte> BuildRecord(Codec codec, bool pack, std::span<const std::byte> payload, uint32_t raw_len,
                                    std::span<const RecordMember> members, std::optional<uint8_t> format) {
   const uint8_t f = format.value_or(RecordFormatFor(codec, pack));
-  size_t table = pack ? 2 + members.size() * kMemberEntrySize : 0;
-  if (f == kRecordFormatBlocks) table = BlockTableLength(payload.size());
+  if (f == kRecordFormatBlocks) {
+    std::vector<std::byte> out = BuildRawPrefix(payload, members[0]);
+    out.insert(out.end(), payload.begin(), payload.end());
+    return out;
+  }
+  const size_t table = pack ? 2 + members.size() * kMemberEntrySize : 0;
   std::vector<std::byte> out;
   out.reserve(kRecordHeaderSize + table + payload.size());
   out.resize(kRecordHeaderSize + table);
@@ -163,17 +186,7 @@ std::vector<std::byte> BuildRecord(Codec codec, bool pack, std::span<const std::
     }
   }
   const std::span<const std::byte> all(out);
-  uint64_t sum;
-  if (f == kRecordFormatBlocks) {
-    for (size_t at = 0; at < payload.size(); at += kSumBlock) {
-      StoreLE64(p + kRecordHeaderSize + at / kSumBlock * 8,
-                Checksum64(payload.subspan(at, std::min(kSumBlock, payload.size() - at))));
-    }
-    sum = Checksum64(all.first(24), all.subspan(kRecordHeaderSize, table));
-  } else {
-    sum = Checksum64(all.first(24), all.subspan(kRecordHeaderSize));
-  }
-  StoreLE64(p + 24, sum);
+  StoreLE64(p + 24, Checksum64(all.first(24), all.subspan(kRecordHeaderSize)));
   return out;
 }
 

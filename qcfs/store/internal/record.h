@@ -100,6 +100,10 @@ bool ParseRecord(std::span<const std::byte> bytes, RecordView* out, std::string*
 bool ParsePlainRecord(std::span<const std::byte> prefix, uint32_t payload_offset, std::span<const std::byte> payload,
                       RecordView* out, std::string* why);
 
+// The prefix of a format-2 record holding `payload` raw: its header and
+// block table, to be followed by the payload itself.
+std::vector<std::byte> BuildRawPrefix(std::span<const std::byte> payload, const RecordMember& member);
+
 // Builds a record. Each member is (fingerprint, content); a single member
 // without `pack` makes a plain record. `format` is RecordFormatFor(codec,
 // pack) unless given (REQUIRES: format 2 only for a raw single chunk).
