@@ -107,28 +107,19 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
       base = *loaded;
     }
     QCFS_RETURN_IF_ERROR(ReserveBuffer());
-    auto buf = std::make_shared<ChunkBuf>();
+    auto buf = std::make_shared<ChunkBuf>(chunk_size_);
     buf->seq = write_seq_.fetch_add(1);
-    buf->data.resize(chunk_size_);  // not zeroed: every byte is set below or by the write
     if (!overwrite) {
-      size_t filled = 0;
       if (from_inflight) {
-        std::memcpy(buf->data.data(), from_inflight->data.data(), chunk_size_);
-        filled = chunk_size_;
+        buf->Write(0, from_inflight->held());
       } else if (base) {
-        filled = std::min<size_t>(base->size(), chunk_size_);
-        std::memcpy(buf->data.data(), base->data(), filled);
+        buf->Write(0, std::span<const std::byte>(*base).first(std::min<size_t>(base->size(), chunk_size_)));
       }
-      // Bytes past the end of the file are zero in every buffer, and so is
-      // what no stored chunk fills; one pass zeroes both. (An overwrite sets
-      // every byte before the stripe lock is let go, and extends the file
-      // over them.)
+      // Bytes past the end of the file are zero in every buffer.
       const uint64_t start = index * chunk_size_;
-      size_t zero_from = filled;
       if (start + chunk_size_ > inode->size) {
-        zero_from = std::min(zero_from, inode->size > start ? static_cast<size_t>(inode->size - start) : 0);
+        buf->Zero(inode->size > start ? static_cast<size_t>(inode->size - start) : 0, chunk_size_);
       }
-      if (zero_from < chunk_size_) std::memset(buf->data.data() + zero_from, 0, chunk_size_ - zero_from);
     }
     inode->dirty.emplace(index, buf);
     if (inode->dirty_since.load() == 0) inode->dirty_since.store(internal::MonoNs());
@@ -272,7 +263,7 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
         if (auto it = inode->dirty.find(index); it != inode->dirty.end()) buf = it->second.get();
         else if (auto jt = inode->inflight.find(index); jt != inode->inflight.end()) buf = jt->second.get();
         if (buf != nullptr) {
-          std::memcpy(dest, buf->data.data() + in_chunk, n);
+          buf->CopyOut(in_chunk, {dest, n});
         } else if (pos >= inode->rec.size) {
           std::memset(dest, 0, n);  // beyond what is stored: a hole
         } else if (auto c = inode->extent_fps.find(index); c != inode->extent_fps.end()) {
@@ -427,7 +418,7 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
         result = buf.status();
         break;
       }
-      std::memcpy((*buf)->data.data() + in_chunk, data.data() + (pos - start), n);
+      (*buf)->Write(in_chunk, data.subspan(pos - start, n));
       pos += n;
       // Extend as we go, so that a later buffer of this write is not zeroed past the old end.
       if (pos > inode->size) inode->size = pos;
@@ -533,7 +524,7 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
       c.index = it->first;
       c.buf = it->second;
       const uint64_t start = c.index * chunk_size_;
-      c.limit = inode->size > start ? static_cast<size_t>(std::min<uint64_t>(chunk_size_, inode->size - start)) : 0;
+      c.limit = inode->size > start ? static_cast<size_t>(std::min<uint64_t>(c.buf->end(), inode->size - start)) : 0;
       inode->inflight[c.index] = c.buf;
       covered = std::max(covered, std::min<uint64_t>((c.index + 1) * chunk_size_, inode->size));
       item.chunks.push_back(std::move(c));
@@ -562,7 +553,7 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
   }
   pool_->ParallelFor(all.size(), [&](size_t i) {
     FlushChunk* c = all[i];
-    c->length = TrimmedLength(std::span<const std::byte>(c->buf->data).first(c->limit));
+    c->length = TrimmedLength(c->buf->held().first(c->limit));
     if (c->length > 0) c->fp = Fingerprint::Of(c->content());
   });
 
@@ -803,7 +794,7 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
     if (keep != 0) {
       const uint64_t index = size / chunk_size_;
       if (auto d = inode->dirty.find(index); d != inode->dirty.end()) {
-        std::memset(d->second->data.data() + keep, 0, chunk_size_ - keep);
+        d->second->Zero(keep, chunk_size_);
       } else {
         // Rewrite the stored tail chunk with its bytes past the new end zeroed.
         std::string key = schema::ExtentKey(ino, index);
@@ -891,7 +882,8 @@ Status Volume::ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length
     if (from >= to) return Status::Ok();
     const uint64_t index = from / chunk_size_;
     QCFS_ASSIGN_OR_RETURN(auto buf, DirtyBufferFor(inode, index, &stripe, false));
-    std::memset(buf->data.data() + (from % chunk_size_), 0, static_cast<size_t>(to - from));
+    const size_t at = static_cast<size_t>(from % chunk_size_);
+    buf->Zero(at, at + static_cast<size_t>(to - from));
     return Status::Ok();
   };
   if (first_full > last_full) {  // the range lies inside one chunk

@@ -422,9 +422,8 @@ class Volume {
   Status ReadChunk(internal::Inode* inode, uint64_t index, uint64_t in_chunk, std::span<std::byte> out,
                    uint64_t file_size);
   // The dirty buffer of chunk `index`, created (from the stored chunk unless
-  // `overwrite`) when there is none. May drop and retake `stripe`. With
-  // `overwrite`, a new buffer's bytes are left unset: REQUIRES the caller
-  // to write the whole chunk before it lets go of `stripe`.
+  // `overwrite`: the caller writes all of it) when there is none. May drop
+  // and retake `stripe`.
   Result<std::shared_ptr<internal::ChunkBuf>> DirtyBufferFor(const InodeRef& inode, uint64_t index,
                                                              std::unique_lock<std::mutex>* stripe, bool overwrite);
   Status ReserveBuffer();

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "qcfs/fs/internal/inode.h"
 #include "qcfs/fs/volume.h"
 #include "tests/testutil/volume_fixture.h"
 
@@ -31,6 +32,80 @@ TEST(FileData, ReadsItsOwnWritesBeforeAndAfterFlush) {
   ASSERT_TRUE(v->Release(f.ino).ok());
   v.Reopen();
   EXPECT_EQ(v.ReadAll(f.ino), data);
+}
+
+// A chunk buffer holds only what was written up to its highest byte; the
+// rest reads as zeros, whatever its memory holds.
+TEST(ChunkBuf, HoldsWhatWasWrittenAndReadsZerosBeyond) {
+  internal::ChunkBuf buf(65536);
+  EXPECT_EQ(buf.end(), 0u);
+  std::string out(65536, 'x');
+  auto out_bytes = std::span<std::byte>(reinterpret_cast<std::byte*>(out.data()), out.size());
+  buf.CopyOut(0, out_bytes);
+  EXPECT_EQ(out, std::string(65536, '\0'));
+
+  buf.Write(100, Bytes(std::string(50, 'a')));
+  EXPECT_EQ(buf.end(), 150u);
+  buf.Write(1000, Bytes(std::string(10, 'b')));  // the gap becomes zeros
+  EXPECT_EQ(buf.end(), 1010u);
+  std::string want(65536, '\0');
+  want.replace(100, 50, std::string(50, 'a'));
+  want.replace(1000, 10, std::string(10, 'b'));
+  out.assign(65536, 'x');
+  buf.CopyOut(0, out_bytes);
+  EXPECT_EQ(out, want);
+  EXPECT_EQ(buf.held().size(), 1010u);
+
+  buf.Zero(120, 130);  // inside: zeroed in place
+  want.replace(120, 10, std::string(10, '\0'));
+  buf.Zero(1005, 65536);  // past the last byte: the buffer just holds less
+  EXPECT_EQ(buf.end(), 1005u);
+  want.replace(1005, 5, std::string(5, '\0'));
+  buf.Zero(2000, 3000);  // already zero
+  EXPECT_EQ(buf.end(), 1005u);
+  // Writing past the end again does not bring back what was dropped.
+  buf.Write(1008, Bytes(std::string(1, 'c')));
+  want[1008] = 'c';
+  out.assign(65536, 'x');
+  buf.CopyOut(0, out_bytes);
+  EXPECT_EQ(out, want);
+  std::string part(20, 'x');
+  buf.CopyOut(1000, std::span<std::byte>(reinterpret_cast<std::byte*>(part.data()), part.size()));
+  EXPECT_EQ(part, want.substr(1000, 20));
+}
+
+// Small writes with gaps, truncation into written bytes, holes punched in
+// a buffer, and growth past them: every byte reads as a file would, before
+// and after a flush and a remount.
+TEST(FileData, SparseWritesIntoNewBuffersReadAsZerosBetween) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 0644, O_RDWR, kRoot);
+  std::string want;
+  auto write = [&](uint64_t off, const std::string& d) {
+    v.WriteAt(f.ino, off, d);
+    if (want.size() < off + d.size()) want.resize(off + d.size(), '\0');
+    want.replace(off, d.size(), d);
+  };
+  write(1000, RandomBytes(100, 3));
+  write(30000, RandomBytes(10, 4));   // same chunk, a gap after the last byte
+  write(70000, RandomBytes(5000, 5)); // the next chunk, starting mid-way
+  EXPECT_EQ(v.ReadAll(f.ino), want);
+  SetAttrRequest shrink;
+  shrink.size = 1050;  // into the first write
+  ASSERT_TRUE(v->SetAttr(f.ino, shrink).ok());
+  want.resize(1050);
+  write(40000, "z");  // the bytes between 1050 and 40000 are zeros, not old data
+  EXPECT_EQ(v.ReadAll(f.ino), want);
+  ASSERT_TRUE(v->Fallocate(f.ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1010, 20).ok());
+  want.replace(1010, 20, std::string(20, '\0'));
+  EXPECT_EQ(v.ReadAll(f.ino), want);
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  EXPECT_EQ(v.ReadAll(f.ino), want);
+  write(40010, "after the flush");  // a buffer made from the stored chunk
+  EXPECT_EQ(v.ReadAll(f.ino), want);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  v.Reopen();
+  EXPECT_EQ(v.ReadAll(f.ino), want);
 }
 
 TEST(FileData, PartialOverwriteOfAStoredChunk) {

@@ -2,11 +2,14 @@
 // flushed. Internal to the fs layer.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -18,11 +21,57 @@
 namespace qcfs::internal {
 
 // One chunk of file data in memory, chunk_size bytes; bytes past the end of
-// the file are zero.
-struct ChunkBuf {
-  UninitBytes data;  // chunk_size bytes
+// the file are zero. Only the bytes below end() are held: the rest are zero
+// without having been written, so that a new small file's buffer is not
+// zeroed whole (and its untouched pages never faulted in). Callers hold the
+// inode's stripe lock to change a buffer; one in flight is never changed.
+class ChunkBuf {
+ public:
+  explicit ChunkBuf(size_t size) : data_(size) {}  // all zero: nothing held
+  ChunkBuf(const ChunkBuf&) = delete;
+  ChunkBuf& operator=(const ChunkBuf&) = delete;
+
+  size_t size() const { return data_.size(); }
+  // Bytes from here on are zero.
+  size_t end() const { return end_; }
+  // The bytes below end().
+  std::span<const std::byte> held() const { return std::span<const std::byte>(data_).first(end_); }
+  // Copies bytes [offset, offset + out.size()) out, zeros past end() included.
+  // REQUIRES: offset + out.size() <= size().
+  void CopyOut(size_t offset, std::span<std::byte> out) const;
+  // Writes `in` at `offset`; a gap after end() becomes zeros.
+  // REQUIRES: offset + in.size() <= size().
+  void Write(size_t offset, std::span<const std::byte> in);
+  // Makes bytes [from, to) zero. REQUIRES: from <= to <= size().
+  void Zero(size_t from, size_t to);
+
   uint64_t seq = 0;  // write sequence number when the buffer was created
+
+ private:
+  UninitBytes data_;  // size() bytes; those from end_ on are not set
+  size_t end_ = 0;
 };
+
+inline void ChunkBuf::CopyOut(size_t offset, std::span<std::byte> out) const {
+  const size_t have = offset < end_ ? std::min(out.size(), end_ - offset) : 0;
+  if (have > 0) std::memcpy(out.data(), data_.data() + offset, have);
+  if (have < out.size()) std::memset(out.data() + have, 0, out.size() - have);
+}
+
+inline void ChunkBuf::Write(size_t offset, std::span<const std::byte> in) {
+  if (offset > end_) std::memset(data_.data() + end_, 0, offset - end_);
+  if (!in.empty()) std::memcpy(data_.data() + offset, in.data(), in.size());
+  end_ = std::max(end_, offset + in.size());
+}
+
+inline void ChunkBuf::Zero(size_t from, size_t to) {
+  if (from >= end_) return;
+  if (to >= end_) {
+    end_ = from;  // what lies past end_ is zero already
+    return;
+  }
+  std::memset(data_.data() + from, 0, to - from);
+}
 
 struct Inode {
   explicit Inode(uint64_t n) : ino(n) {}
@@ -64,14 +113,14 @@ struct Inode {
 struct FlushChunk {
   uint64_t index = 0;
   std::shared_ptr<ChunkBuf> buf;
-  // Bytes of buf that lay below the file's size when it was taken: the rest
-  // are zero (every buffer is zero past the end of the file), so trimming
-  // need not scan them.
+  // Bytes of buf that it held below the file's size when it was taken: the
+  // rest are zero (every buffer is zero past the end of the file), so
+  // trimming need not scan them.
   size_t limit = 0;
   size_t length = 0;  // content bytes (trailing zeros trimmed); 0 is a hole
   Fingerprint fp;
 
-  std::span<const std::byte> content() const { return std::span<const std::byte>(buf->data).first(length); }
+  std::span<const std::byte> content() const { return buf->held().first(length); }
 };
 
 struct FlushItem {
