@@ -1158,7 +1158,9 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
   InodeRecord rec;
   if (state) rec = state->rec; else { QCFS_ASSIGN_OR_RETURN(rec, LoadRecord(ino)); }
   std::string key = schema::XattrKey(ino, name);
-  QCFS_ASSIGN_OR_RETURN(auto existing, db_->Get(key));
+  // An inode that never had an attribute has none to look up (cp -a sets an ACL on every file).
+  std::optional<std::string> existing;
+  if (rec.flags & InodeRecord::kInodeMayHaveXattrs) { QCFS_ASSIGN_OR_RETURN(existing, db_->Get(key)); }
   if ((flags & XATTR_CREATE) && existing.has_value()) return Status::Error(EEXIST, "attribute exists");
   if ((flags & XATTR_REPLACE) && !existing.has_value()) return Status::Error(ENODATA, "no such attribute");
   // An access ACL is how `cp -a` and `setfacl` set a mode, as on ext4:

@@ -348,7 +348,10 @@ TEST(Volume, AttributeLookupsFollowTheInodeRecord) {
   auto f = *v->Create(kRootIno, "open", 0644, O_RDWR, kRoot);
   EXPECT_EQ(v->GetXattr(f.ino, "security.capability").status().code(), ENODATA);
   EXPECT_TRUE(v->ListXattr(f.ino)->empty());
-  ASSERT_TRUE(v->SetXattr(f.ino, "user.k", "v", 0).ok());
+  // Setting answers from the record too: nothing to replace yet, then something to collide with.
+  EXPECT_EQ(v->SetXattr(f.ino, "user.k", "v", XATTR_REPLACE).code(), ENODATA);
+  ASSERT_TRUE(v->SetXattr(f.ino, "user.k", "v", XATTR_CREATE).ok());
+  EXPECT_EQ(v->SetXattr(f.ino, "user.k", "w", XATTR_CREATE).code(), EEXIST);
   EXPECT_EQ(*v->GetXattr(f.ino, "user.k"), "v");
   EXPECT_EQ(v->GetXattr(f.ino, "user.other").status().code(), ENODATA);
   ASSERT_TRUE(v->Release(f.ino).ok());
