@@ -252,7 +252,7 @@ namespace internal {
 class VersionedBatch;
 struct Epochs;
 struct Inode;
-struct ChunkBuf;
+class ChunkBuf;
 struct FlushItem;
 }  // namespace internal
 
