@@ -59,8 +59,9 @@ timeout_for() {
   esac
 }
 
-# ASan: report leaks; UBSan: a stack with every report.
+# ASan: report leaks (less RocksDB's, tests/fuzz/lsan.supp); UBSan: a stack with every report.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}"
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$here/lsan.supp}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 total_execs=0
