@@ -1155,6 +1155,8 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
   if (name == kAccessAcl) { QCFS_ASSIGN_OR_RETURN(acl, ParseAccessAcl(value)); }
   std::lock_guard stripe(StripeFor(ino));
   InodeRef state = FindState(ino);
+  if (state && state->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
+  if (state && state->stale) state = nullptr;  // replaced by a restore: the record says what is there now
   InodeRecord rec;
   if (state) rec = state->rec; else { QCFS_ASSIGN_OR_RETURN(rec, LoadRecord(ino)); }
   std::string key = schema::XattrKey(ino, name);

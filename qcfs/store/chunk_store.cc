@@ -561,6 +561,10 @@ std::vector<Result<ChunkPiece>> ChunkStore::ReadRanges(std::span<const Fingerpri
                                                        std::span<const ChunkRange> ranges) {
   std::vector<Result<ChunkPiece>> out;
   out.reserve(fps.size());
+  if (ranges.size() != fps.size()) {
+    out.assign(fps.size(), Status::Errorf(EINVAL, "{} ranges for {} chunks", ranges.size(), fps.size()));
+    return out;
+  }
   struct Miss {
     size_t i;
     ChunkIndexRecord rec;

@@ -161,7 +161,8 @@ class ChunkStore {
   // Read() of several chunks; the records the cache lacks are read from the
   // device in one submission. One result per fingerprint, in order.
   std::vector<Result<ChunkData>> ReadMany(std::span<const Fingerprint> fps);
-  // ReadMany() of a range of each chunk (one per fingerprint). A chunk the
+  // ReadMany() of a range of each chunk (one per fingerprint; EINVAL for
+  // each when the counts differ). A chunk the
   // cache lacks and that is stored raw is read and verified only in the 4 KiB
   // blocks that hold its range; such a part is not cached.
   std::vector<Result<ChunkPiece>> ReadRanges(std::span<const Fingerprint> fps, std::span<const ChunkRange> ranges);
