@@ -81,9 +81,11 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
     auto inf = inode->inflight.find(index);
     std::shared_ptr<ChunkBuf> from_inflight = inf != inode->inflight.end() ? inf->second : nullptr;
     if (!from_inflight && !overwrite && index * chunk_size_ < inode->rec.size) {
-      // Read-modify-write of a stored chunk: read it without the stripe lock.
+      // Read-modify-write of a stored chunk: read it without the stripe lock,
+      // or with it when the file kept changing underneath eight times.
+      const bool hold = attempt >= 8;
       const uint64_t generation = inode->generation;
-      stripe->unlock();
+      if (!hold) stripe->unlock();
       Result<ChunkData> loaded = ChunkData();
       auto value = db_->Get(schema::ExtentKey(inode->ino, index));
       if (!value.ok()) {
@@ -96,12 +98,14 @@ Result<std::shared_ptr<ChunkBuf>> Volume::DirtyBufferFor(const InodeRef& inode, 
           loaded = store_->Read(e.fp);
         }
       }
-      stripe->lock();
-      if (inode->generation != generation || inode->dirty.count(index) || inode->inflight.count(index)) {
-        if (attempt < 8) continue;  // changed underneath: look again
+      if (!hold) {
+        if (modify_hook_) modify_hook_();
+        stripe->lock();
+        // Changed underneath (a buffer appeared, a commit or a truncation): look again.
+        if (inode->generation != generation || inode->dirty.count(index) || inode->inflight.count(index)) continue;
       }
       if (!loaded.ok()) {
-        if (loaded.status().code() == ENOENT && attempt < 8) continue;
+        if (loaded.status().code() == ENOENT && !hold) continue;  // replaced by a concurrent flush
         return loaded.status().WithContext(fmt::format("reading inode {} chunk {} to modify it", inode->ino, index));
       }
       base = *loaded;

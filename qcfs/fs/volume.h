@@ -361,6 +361,9 @@ class Volume {
   // a test can change the volume between a round's preparation and its
   // commit. Set it before the flush it is meant for; not thread-safe.
   void SetCommitHookForTesting(std::function<void()> hook) { commit_hook_ = std::move(hook); }
+  // Runs in a write's read-modify-write of a stored chunk, after the chunk is
+  // read and before the inode's lock is taken again.
+  void SetModifyHookForTesting(std::function<void()> hook) { modify_hook_ = std::move(hook); }
 
  private:
   Volume(std::unique_ptr<Device> device, std::unique_ptr<MetaFs> space, std::unique_ptr<MetaDb> db,
@@ -495,6 +498,7 @@ class Volume {
   // ring is too.
   std::unique_ptr<ThreadPool> commit_pool_;
   std::function<void()> commit_hook_;  // SetCommitHookForTesting
+  std::function<void()> modify_hook_;  // SetModifyHookForTesting
 
   // Serializes namespace changes (create, link, unlink, rename...) and the
   // volume counters below.

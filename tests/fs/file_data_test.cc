@@ -108,6 +108,34 @@ TEST(FileData, SparseWritesIntoNewBuffersReadAsZerosBetween) {
   EXPECT_EQ(v.ReadAll(f.ino), want);
 }
 
+// A small write into a stored chunk reads it without the inode's lock; if
+// the chunk is rewritten and committed meanwhile, again and again, the
+// write still merges into what is stored now, never into what it read.
+TEST(FileData, PartialWriteMergesIntoTheChunkAsItIsNowWhateverChangedMeanwhile) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 0644, O_RDWR, kRoot);
+  v.WriteAt(f.ino, 0, RandomBytes(65536 * 2, 20));
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  std::string latest;
+  int changes = 0;
+  v->SetModifyHookForTesting([&] {
+    if (changes >= 12) return;
+    ++changes;
+    latest = RandomBytes(65536, 100 + changes);  // chunk 0 rewritten whole and committed
+    v.WriteAt(f.ino, 0, latest);
+    ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  });
+  v.WriteAt(f.ino, 100, "merged");
+  v->SetModifyHookForTesting(nullptr);
+  ASSERT_GE(changes, 8);
+  std::string want = latest;
+  want.replace(100, 6, "merged");
+  EXPECT_EQ(v.ReadAll(f.ino).substr(0, 65536), want);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  v.Reopen();
+  EXPECT_EQ(v.ReadAll(f.ino).substr(0, 65536), want);
+}
+
 TEST(FileData, PartialOverwriteOfAStoredChunk) {
   TestVolume v;
   std::string data = RandomBytes(200000, 2);
