@@ -153,6 +153,7 @@ Status MkfsOn(Device* device, const MkfsOptions& options) {
   Superblock sb;
   uuid_generate_random(sb.uuid.data());
   sb.device_size = device->size();
+  sb.incompat_features = Superblock::kIncompatBlockSums;
   sb.chunk_size = options.chunk_size;
   sb.segment_size = segment_size;
   sb.compression = options.compression;
@@ -282,6 +283,17 @@ Status Volume::Start() {
   pool_ = std::make_unique<ThreadPool>(options_.worker_threads);
   commit_pool_ = std::make_unique<ThreadPool>(1);
   QCFS_RETURN_IF_ERROR(LoadSnapshots());
+  if (!options_.read_only && (sb_.incompat_features & Superblock::kIncompatBlockSums) == 0) {
+    // An older volume: say so in the superblock before anything is written
+    // in the formats an older qcfs cannot read.
+    Superblock sb = sb_;
+    sb.incompat_features |= Superblock::kIncompatBlockSums;
+    QCFS_RETURN_IF_ERROR(WriteSuperblock(device_.get(), sb).WithContext("marking the volume's new record formats"));
+    std::lock_guard lock(sb_mu_);
+    sb_ = sb;
+    Log(LogLevel::kInfo, "{}: volume upgraded: qcfs releases before block checksums can no longer mount it",
+        device_->path());
+  }
   if (options_.read_only || options_.maintenance) return Status::Ok();
   QCFS_RETURN_IF_ERROR(ResumePending());
   if (state_.clean_unmount == 0) {

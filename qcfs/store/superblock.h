@@ -26,8 +26,14 @@ struct Superblock {
   static constexpr uint64_t kSecondaryOffset = 4096;
   static constexpr uint64_t kMetaRootOffset = 8192;
   static constexpr uint64_t kDefaultDataOffset = 1ull << 20;
-  // Incompatible features this build understands (none yet).
-  static constexpr uint64_t kKnownIncompatFeatures = 0;
+  // Incompatible feature: raw chunks may be stored in record format 2 (a
+  // checksum per 4 KiB block) and inode records in format 2 (flags). Set at
+  // mkfs, and by the first read-write open of an older volume, before
+  // anything in those formats is written: a qcfs that reads neither refuses
+  // the volume instead of failing its reads.
+  static constexpr uint64_t kIncompatBlockSums = 1;
+  // Incompatible features this build understands.
+  static constexpr uint64_t kKnownIncompatFeatures = kIncompatBlockSums;
 
   uint32_t format_version = kFormatVersion;
   uint64_t incompat_features = 0;  // a bit this build does not know refuses the mount

@@ -15,7 +15,9 @@
 
 #include <gtest/gtest.h>
 
+#include "qcfs/io/device.h"
 #include "qcfs/meta/schema.h"
+#include "qcfs/store/superblock.h"
 #include "tests/testutil/volume_fixture.h"
 
 namespace qcfs {
@@ -343,6 +345,49 @@ TEST(Volume, RemovingAnInodeLeavesNoExtentsOrAttributes) {
 
 // Lookups of attributes answer from the inode's record when it says there
 // are none, whether the inode is open (in memory) or not.
+// A volume made before block checksums is marked as using them by its
+// first read-write open, before anything is written in those formats, so
+// that an older qcfs refuses it instead of failing its reads. A read-only
+// open leaves it as it is.
+TEST(Volume, OlderVolumeIsMarkedForTheNewFormatsOnItsFirstWritableOpen) {
+  TestVolume v;
+  const uint64_t f = v.CreateFile(kRootIno, "f", "data");
+  v.Close();
+  auto features = [&] {
+    auto device = OpenDevice(v.image(), DeviceOptions{});
+    EXPECT_TRUE(device.ok());
+    auto sb = ReadSuperblock(device->get());
+    EXPECT_TRUE(sb.ok()) << sb.status().ToString();
+    return sb.ok() ? sb->incompat_features : ~uint64_t{0};
+  };
+  EXPECT_EQ(features(), Superblock::kIncompatBlockSums) << "mkfs marks a new volume";
+  {
+    auto device = std::move(OpenDevice(v.image(), DeviceOptions{})).value();
+    Superblock sb = *ReadSuperblock(device.get());
+    sb.incompat_features = 0;  // as an older mkfs wrote it
+    ASSERT_TRUE(WriteSuperblock(device.get(), sb).ok());
+  }
+  v.options().read_only = true;
+  v.Open();
+  EXPECT_EQ(v.ReadAll(f), "data");
+  v.Close();
+  EXPECT_EQ(features(), 0u);
+  v.options().read_only = false;
+  v.Open();
+  v.Close();
+  EXPECT_EQ(features(), Superblock::kIncompatBlockSums);
+  // A feature this build does not know is refused, naming it.
+  {
+    auto device = std::move(OpenDevice(v.image(), DeviceOptions{})).value();
+    Superblock sb = *ReadSuperblock(device.get());
+    sb.incompat_features |= uint64_t{1} << 40;
+    ASSERT_TRUE(WriteSuperblock(device.get(), sb).ok());
+  }
+  auto refused = Volume::Open(v.image(), v.options());
+  EXPECT_EQ(refused.status().code(), EPROTONOSUPPORT);
+  EXPECT_NE(refused.status().message().find("10000000000"), std::string::npos) << refused.status().ToString();
+}
+
 TEST(Volume, AttributeLookupsFollowTheInodeRecord) {
   TestVolume v;
   auto f = *v->Create(kRootIno, "open", 0644, O_RDWR, kRoot);
