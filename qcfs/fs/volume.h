@@ -422,8 +422,6 @@ class Volume {
   void PutVolumeState(rocksdb::WriteBatch* batch);
 
   // Data path (file_data.cc).
-  Status ReadChunk(internal::Inode* inode, uint64_t index, uint64_t in_chunk, std::span<std::byte> out,
-                   uint64_t file_size);
   // The dirty buffer of chunk `index`, created (from the stored chunk unless
   // `overwrite`: the caller writes all of it) when there is none. May drop
   // and retake `stripe`.

@@ -87,7 +87,7 @@ bool ParsePlainRecord(std::span<const std::byte> prefix, uint32_t payload_offset
     if (Checksum64(head, prefix.subspan(kRecordHeaderSize)) != LoadLE64(p + 24)) return fail("checksum mismatch");
     const char* sums = p + kRecordHeaderSize + payload_offset / kSumBlock * 8;
     for (size_t at = 0; at < payload.size(); at += kSumBlock, sums += 8) {
-      if (Checksum64(payload.subspan(at, std::min(kSumBlock, payload.size() - at))) != LoadLE64(sums)) {
+      if (BlockChecksum(payload, at) != LoadLE64(sums)) {
         return fail("checksum mismatch");
       }
     }
@@ -147,8 +147,7 @@ std::vector<std::byte> BuildRawPrefix(std::span<const std::byte> payload, const 
   StoreLE32(p + 12, static_cast<uint32_t>(payload.size()));
   std::memcpy(p + 16, member.fp_prefix, kFpPrefix);
   for (size_t at = 0; at < payload.size(); at += kSumBlock) {
-    StoreLE64(p + kRecordHeaderSize + at / kSumBlock * 8,
-              Checksum64(payload.subspan(at, std::min(kSumBlock, payload.size() - at))));
+    StoreLE64(p + kRecordHeaderSize + at / kSumBlock * 8, BlockChecksum(payload, at));
   }
   const std::span<const std::byte> all(out);
   StoreLE64(p + 24, Checksum64(all.first(24), all.subspan(kRecordHeaderSize)));

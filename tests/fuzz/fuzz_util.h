@@ -87,8 +87,7 @@ inline void FixRecordChecksum(std::string* r) {
   if (p[4] == kRecordFormatBlocks && !(static_cast<uint8_t>(p[6]) & kRecordFlagPack)) {
     auto payload = all.subspan(kRecordHeaderSize + table, stored);
     for (size_t at = 0; at < stored; at += kSumBlock) {
-      StoreLE64(r->data() + kRecordHeaderSize + at / kSumBlock * 8,
-                Checksum64(payload.subspan(at, std::min(kSumBlock, stored - at))));
+      StoreLE64(r->data() + kRecordHeaderSize + at / kSumBlock * 8, BlockChecksum(payload, at));
     }
     StoreLE64(r->data() + 24, Checksum64(all.first(24), all.subspan(kRecordHeaderSize, table)));
     return;

@@ -55,6 +55,24 @@ class ChunkStoreTest : public ::testing::Test {
     return std::string(reinterpret_cast<const char*>((*r)->data()), (*r)->size());
   }
 
+  // The chunk's index record.
+  schema::ChunkIndexRecord IndexOf(const Fingerprint& fp) {
+    schema::ChunkIndexRecord rec;
+    auto value = db_->Get(schema::ChunkKey(fp));
+    EXPECT_TRUE(value.ok() && value->has_value() && schema::ChunkIndexRecord::Decode(**value, &rec))
+        << "no index record for chunk " << fp.ShortHex();
+    return rec;
+  }
+
+  // Replaces the chunk's index record (to make it disagree with the device).
+  void SetIndex(const Fingerprint& fp, const schema::ChunkIndexRecord& rec) {
+    std::string v;
+    rec.EncodeTo(&v);
+    rocksdb::WriteBatch batch;
+    batch.Put(schema::ChunkKey(fp), v);
+    ASSERT_TRUE(db_->Write(&batch, false).ok());
+  }
+
   // Keeps chunk contents alive for the spans in ChunkContent.
   ChunkContent Chunk(const std::string& data) {
     contents_.push_back(std::make_unique<std::string>(data));
@@ -113,9 +131,7 @@ TEST_F(ChunkStoreTest, DamagedChunkReadsAsEioNeverAsWrongBytes) {
   std::string data = RandomBytes(65536, 10, true);
   ChunkContent c = Chunk(data);
   Commit({c});
-  auto value = *db_->Get(schema::ChunkKey(c.fp));
-  schema::ChunkIndexRecord rec;
-  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  schema::ChunkIndexRecord rec = IndexOf(c.fp);
   std::byte flip[1] = {std::byte{0x5a}};
   device_->Poke(sb_.SegmentOffset(rec.segment) + rec.offset + internal::kRecordHeaderSize + 100, flip);
   auto r = store_->Read(c.fp);
@@ -132,9 +148,7 @@ TEST_F(ChunkStoreTest, UncompressedChunkIsVerifiedAcrossHeaderAndPayload) {
   std::string data = RandomBytes(65536, 11);
   ChunkContent c = Chunk(data);
   Commit({c});
-  auto value = *db_->Get(schema::ChunkKey(c.fp));
-  schema::ChunkIndexRecord rec;
-  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  schema::ChunkIndexRecord rec = IndexOf(c.fp);
   ASSERT_EQ(rec.codec, static_cast<uint8_t>(Codec::kNone));
   ASSERT_FALSE(rec.packed());
   const uint64_t at = sb_.SegmentOffset(rec.segment) + rec.offset;
@@ -152,27 +166,15 @@ TEST_F(ChunkStoreTest, UncompressedChunkIsVerifiedAcrossHeaderAndPayload) {
   // The index promises a longer record than the header describes.
   schema::ChunkIndexRecord longer = rec;
   longer.record_len += 4096;
-  std::string v;
-  longer.EncodeTo(&v);
-  rocksdb::WriteBatch batch;
-  batch.Put(schema::ChunkKey(c.fp), v);
-  ASSERT_TRUE(db_->Write(&batch, false).ok());
+  SetIndex(c.fp, longer);
   EXPECT_EQ(store_->Read(c.fp).status().code(), EIO);
   // ... or one no longer than a header (nothing left to read a payload into).
   schema::ChunkIndexRecord header_only = rec;
   header_only.record_len = internal::kRecordHeaderSize;
-  v.clear();
-  header_only.EncodeTo(&v);
-  batch.Clear();
-  batch.Put(schema::ChunkKey(c.fp), v);
-  ASSERT_TRUE(db_->Write(&batch, false).ok());
+  SetIndex(c.fp, header_only);
   EXPECT_EQ(store_->Read(c.fp).status().code(), EIO);
   EXPECT_EQ(store_->ReadMany(std::vector<Fingerprint>{c.fp})[0].status().code(), EIO);
-  v.clear();
-  rec.EncodeTo(&v);
-  batch.Clear();
-  batch.Put(schema::ChunkKey(c.fp), v);
-  ASSERT_TRUE(db_->Write(&batch, false).ok());
+  SetIndex(c.fp, rec);
   EXPECT_EQ(ReadBack(c.fp), data);
   auto many = store_->ReadMany(std::vector<Fingerprint>{c.fp});
   ASSERT_TRUE(many[0].ok());
@@ -186,9 +188,7 @@ TEST_F(ChunkStoreTest, RangeOfARawChunkReadsAndVerifiesOnlyItsBlocks) {
   const std::string data = RandomBytes(65536 - 1000, 12);  // the last block short
   ChunkContent c = Chunk(data);
   Commit({c});
-  auto value = *db_->Get(schema::ChunkKey(c.fp));
-  schema::ChunkIndexRecord rec;
-  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  schema::ChunkIndexRecord rec = IndexOf(c.fp);
   ASSERT_EQ(rec.codec, static_cast<uint8_t>(Codec::kNone));
   const size_t table = internal::BlockTableLength(data.size());
   ASSERT_EQ(rec.record_len, internal::kRecordHeaderSize + table + data.size());
@@ -261,9 +261,7 @@ TEST_F(ChunkStoreTest, RawChunkWithoutBlockSumsIsStillRead) {
   const std::string data = RandomBytes(65536, 13);
   ChunkContent c = Chunk(data);
   Commit({c});
-  auto value = *db_->Get(schema::ChunkKey(c.fp));
-  schema::ChunkIndexRecord rec;
-  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  schema::ChunkIndexRecord rec = IndexOf(c.fp);
   internal::RecordMember m;
   std::memcpy(m.fp_prefix, c.fp.bytes.data(), internal::kFpPrefix);
   m.raw_len = static_cast<uint32_t>(data.size());
@@ -271,11 +269,7 @@ TEST_F(ChunkStoreTest, RawChunkWithoutBlockSumsIsStillRead) {
   ASSERT_EQ(old.size(), internal::kRecordHeaderSize + data.size());
   device_->Poke(sb_.SegmentOffset(rec.segment) + rec.offset, old);
   rec.record_len = static_cast<uint32_t>(old.size());
-  std::string v;
-  rec.EncodeTo(&v);
-  rocksdb::WriteBatch batch;
-  batch.Put(schema::ChunkKey(c.fp), v);
-  ASSERT_TRUE(db_->Write(&batch, false).ok());
+  SetIndex(c.fp, rec);
 
   EXPECT_EQ(ReadBack(c.fp), data);
   ChunkRange r{5000, 3000};
@@ -299,9 +293,7 @@ TEST_F(ChunkStoreTest, ReadManyGivesEachChunkItsOwnResult) {
   }
   Commit(chunks);
   // Chunk 2 is damaged; a fingerprint the store never held sits between.
-  auto value = *db_->Get(schema::ChunkKey(chunks[2].fp));
-  schema::ChunkIndexRecord rec;
-  ASSERT_TRUE(schema::ChunkIndexRecord::Decode(*value, &rec));
+  schema::ChunkIndexRecord rec = IndexOf(chunks[2].fp);
   std::byte flip[1] = {std::byte{0x5a}};
   device_->Poke(sb_.SegmentOffset(rec.segment) + rec.offset + internal::kRecordHeaderSize + 100, flip);
   std::vector<Fingerprint> fps;
@@ -501,8 +493,7 @@ TEST_F(ChunkStoreTest, StaleLocationOfAMovedChunkIsLookedUpAgain) {
   for (int i = 0; i < 20; ++i) more.push_back(Chunk(RandomBytes(65536, 650 + i)));
   Commit(more);
   auto where = [&](const Fingerprint& fp) {
-    schema::ChunkIndexRecord rec;
-    EXPECT_TRUE(schema::ChunkIndexRecord::Decode(**db_->Get(schema::ChunkKey(fp)), &rec));
+    schema::ChunkIndexRecord rec = IndexOf(fp);
     return std::pair{rec.segment, rec.offset};
   };
   const auto before = where(chunks[19].fp);

@@ -28,6 +28,7 @@
 // payload. Format-1 raw records written before format 2 are still read.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -55,6 +56,11 @@ inline constexpr size_t kSumBlock = 4096;          // format 2: bytes of payload
 
 // Format 2: bytes of the block checksum table for a payload of `stored_len`.
 inline size_t BlockTableLength(uint64_t stored_len) { return 8 * ((stored_len + kSumBlock - 1) / kSumBlock); }
+// Format 2: the checksum of the block of `payload` starting at `at` (a
+// multiple of kSumBlock below payload.size(); the last block may be short).
+inline uint64_t BlockChecksum(std::span<const std::byte> payload, size_t at) {
+  return Checksum64(payload.subspan(at, std::min(kSumBlock, payload.size() - at)));
+}
 // The format BuildRecord writes for a record of this kind.
 inline uint8_t RecordFormatFor(Codec codec, bool pack) {
   return codec == Codec::kNone && !pack ? kRecordFormatBlocks : kRecordFormatWhole;
