@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <future>
 #include <unordered_map>
 
@@ -462,39 +463,49 @@ Status Volume::FlushInodes(std::vector<InodeRef> inodes) {
 }
 
 Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto) {
-  // Round k is written, synced and committed on the commit thread while
-  // round k+1 is hashed and compressed: the device and the CPUs work at once.
-  // Commits stay in order, one at a time.
+  // Three stages overlap, each taking rounds in order: round k+2 is hashed
+  // and compressed here (on the pool) while round k+1's records are written
+  // and synced on the write thread and round k's metadata is committed on
+  // the commit thread. A commit waits for its round's write, so chunk data
+  // is durable before the batch that references it. At most two rounds are
+  // in flight besides the one being prepared.
   struct Round {
     std::vector<FlushItem> items;
     std::vector<EncodedRecord> records;
     Status prepared;
+    std::future<Status> written;
   };
-  std::future<Status> previous;
+  std::deque<std::future<Status>> committing;  // oldest first
   Status first;
-  auto settle = [&] {
-    if (!previous.valid()) return;
-    Status s = previous.get();
+  auto settle_one = [&] {
+    Status s = committing.front().get();
+    committing.pop_front();
     if (first.ok()) first = s;
   };
   for (;;) {
     bool more = false;
     auto round = std::make_shared<Round>();
     round->prepared = FlushRound(inodes, upto, &more, &round->items, &round->records);
-    settle();  // the previous round's commit comes before this one's
+    while (committing.size() >= 2) settle_one();
     if (round->items.empty()) break;
     if (!more || !first.ok()) {
-      // The last round, or one after a failure, is committed here.
-      Status s = CommitFlush(round->items, round->records, round->prepared);
+      // The last round, or one after a failure, is written and committed
+      // here, after the rounds before it.
+      while (!committing.empty()) settle_one();
+      Status s = CommitFlush(round->items, round->records, WriteFlush(round->records, round->prepared));
       if (first.ok()) first = s;
       break;
     }
+    auto write = std::make_shared<std::packaged_task<Status()>>(
+        [this, round] { return WriteFlush(round->records, round->prepared); });
+    round->written = write->get_future();
+    write_pool_->Submit([write] { (*write)(); });
     auto commit = std::make_shared<std::packaged_task<Status()>>(
-        [this, round] { return CommitFlush(round->items, round->records, round->prepared); });
-    previous = commit->get_future();
+        [this, round] { return CommitFlush(round->items, round->records, round->written.get()); });
+    committing.push_back(commit->get_future());
     commit_pool_->Submit([commit] { (*commit)(); });
   }
-  settle();
+  while (!committing.empty()) settle_one();
   return first;
 }
 
@@ -606,17 +617,22 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
   return Status::Ok();
 }
 
-Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared) {
+Status Volume::WriteFlush(const std::vector<EncodedRecord>& records, Status prepared) {
+  if (!prepared.ok()) return prepared;
   std::vector<const EncodedRecord*> list;
   uint64_t bytes = 0;
   for (const EncodedRecord& r : records) {
     list.push_back(&r);
     bytes += r.size();
   }
+  QCFS_RETURN_IF_ERROR(store_->MakeRoom(bytes));
+  return store_->WriteRecords(list);
+}
+
+Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRecord>& records, Status written) {
+  std::vector<const EncodedRecord*> list;
+  for (const EncodedRecord& r : records) list.push_back(&r);
   if (commit_hook_) commit_hook_();
-  Status written = prepared;
-  if (written.ok()) written = store_->MakeRoom(bytes);
-  if (written.ok()) written = store_->WriteRecords(list);
 
   Status first;
   for (FlushItem& item : items) {
@@ -689,7 +705,8 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRec
     }
     ReleaseBuffer(released);
   }
-  store_->ForgetProvisional(list);
+  // Records that were not written made no provisional chunks.
+  if (written.ok()) store_->ForgetProvisional(list);
   for (FlushItem& item : items) MaybeDropState(item.inode);
   return first;
 }

@@ -281,6 +281,7 @@ Status Volume::Start() {
   inode_count_ = state_.inodes;
   QCFS_ASSIGN_OR_RETURN(store_, ChunkStore::Open(device_.get(), db_.get(), space_.get(), sb_, options_.store));
   pool_ = std::make_unique<ThreadPool>(options_.worker_threads);
+  write_pool_ = std::make_unique<ThreadPool>(1);
   commit_pool_ = std::make_unique<ThreadPool>(1);
   QCFS_RETURN_IF_ERROR(LoadSnapshots());
   if (!options_.read_only && (sb_.incompat_features & Superblock::kIncompatBlockSums) == 0) {
@@ -321,6 +322,7 @@ Status Volume::Close() {
   if (closed_.exchange(true)) return Status::Ok();
   if (options_.maintenance) {
     commit_pool_.reset();
+    write_pool_.reset();
     pool_.reset();
     store_.reset();
     Status flushed = db_->Flush();
@@ -351,6 +353,7 @@ Status Volume::Close() {
   if (!options_.read_only && result.ok()) result = store_->SyncFreed();
   if (!options_.read_only && result.ok()) result = db_->Flush();
   commit_pool_.reset();
+  write_pool_.reset();
   pool_.reset();
   store_.reset();
   db_.reset();

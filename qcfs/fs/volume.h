@@ -439,9 +439,13 @@ class Volume {
   // failure, which it returns) goes to CommitFlush.
   Status FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more,
                     std::vector<internal::FlushItem>* items, std::vector<EncodedRecord>* records);
-  // Writes the new records, then commits each file's extents, or records
-  // the failure (`prepared`, or the write's) as the files' write error.
-  Status CommitFlush(std::vector<internal::FlushItem>& items, std::vector<EncodedRecord>& records, Status prepared);
+  // Writes a prepared round's new records and syncs them (unless `prepared`
+  // failed: returns that).
+  Status WriteFlush(const std::vector<EncodedRecord>& records, Status prepared);
+  // Commits each file's extents of a round whose records WriteFlush wrote,
+  // or records the failure (`written`) as the files' write error. Forgets
+  // the round's provisional chunks either way.
+  Status CommitFlush(std::vector<internal::FlushItem>& items, std::vector<EncodedRecord>& records, Status written);
   Status Truncate(const InodeRef& inode, uint64_t size, int64_t now);
   Status ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length);
   void FlusherLoop();
@@ -491,9 +495,10 @@ class Volume {
   CompressionSpec compression_;
   std::unique_ptr<ChunkStore> store_;
   std::unique_ptr<ThreadPool> pool_;
-  // One thread that writes and commits a flush round while the flusher
-  // prepares the next (see FlushLocked); long-lived, so that its io_uring
-  // ring is too.
+  // One thread that writes flush rounds' records and one that commits their
+  // metadata, while the flusher prepares the next round (see FlushLocked);
+  // long-lived, so that their io_uring rings are too.
+  std::unique_ptr<ThreadPool> write_pool_;
   std::unique_ptr<ThreadPool> commit_pool_;
   std::function<void()> commit_hook_;  // SetCommitHookForTesting
   std::function<void()> modify_hook_;  // SetModifyHookForTesting
