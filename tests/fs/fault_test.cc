@@ -197,7 +197,10 @@ TEST_F(FaultTest, WriteErrorsAndAFullDeviceLoseNothingConfirmed) {
     int confirmed = 0, failed = 0, remounts = 0;
     for (int i = 0; i < 150; ++i) {
       std::string path = fmt::format("w{}", rng() % 12);
-      std::string data = Content(rng, 1 + rng() % 90'000, rng() % 2 == 0);
+      // Every tenth file is large enough to flush in several rounds, whose
+      // writes and commits overlap.
+      const size_t size = i % 10 == 0 ? 3'000'000 + rng() % 4'000'000 : 1 + rng() % 90'000;
+      std::string data = Content(rng, size, rng() % 2 == 0);
       std::string tmp = fmt::format("tmp{}", i);
       auto c = v->Create(kRootIno, tmp, 0644, O_WRONLY, Caller{});
       bool ok = c.ok();
