@@ -6,9 +6,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 
@@ -185,10 +187,15 @@ TEST_F(FaultTest, WriteErrorsAndAFullDeviceLoseNothingConfirmed) {
     SCOPED_TRACE(code == EIO ? "EIO" : "ENOSPC");
     auto v = Open();
     std::mt19937_64 rng(EnvOr("QCFS_FAULT_SEED", 5) + static_cast<uint64_t>(code));
-    uint64_t injected = 0;
-    bool faults = true;
+    // The hook runs on the volume's threads too (background flushes): it
+    // draws from its own generator, under a lock.
+    std::mutex fault_mu;
+    std::mt19937_64 fault_rng(rng());
+    std::atomic<uint64_t> injected = 0;
+    std::atomic<bool> faults = true;
     dev_.SetFaultHook([&](const IoOp& op) {
-      if (faults && op.kind == IoOp::Kind::kWrite && rng() % 40 == 0) {
+      std::lock_guard lock(fault_mu);
+      if (faults && op.kind == IoOp::Kind::kWrite && fault_rng() % 40 == 0) {
         ++injected;
         return Status::Error(code, code == EIO ? "injected write error" : "injected: no space left on device");
       }
@@ -231,10 +238,10 @@ TEST_F(FaultTest, WriteErrorsAndAFullDeviceLoseNothingConfirmed) {
       faults = true;
     }
     std::printf("%s: %d confirmed, %d failed, %llu faults injected, %d remounts\n", code == EIO ? "EIO" : "ENOSPC",
-                confirmed, failed, static_cast<unsigned long long>(injected), remounts);
+                confirmed, failed, static_cast<unsigned long long>(injected.load()), remounts);
     v->Close().IgnoreError();
     dev_.SetFaultHook(nullptr);
-    EXPECT_GT(injected, 0u);
+    EXPECT_GT(injected.load(), 0u);
     EXPECT_GT(failed, 0);
     EXPECT_GT(confirmed, 0);
     CheckReport r = Check(false);
