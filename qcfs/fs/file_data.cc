@@ -31,6 +31,14 @@ namespace {
 constexpr uint64_t kMaxFileSize = 1ull << 60;
 constexpr int64_t kDayNs = 24ll * 3600 * 1000000000;
 
+// What the store's record calls take: pointers to a round's records.
+std::vector<const EncodedRecord*> RecordList(const std::vector<EncodedRecord>& records) {
+  std::vector<const EncodedRecord*> list;
+  list.reserve(records.size());
+  for (const EncodedRecord& r : records) list.push_back(&r);
+  return list;
+}
+
 
 }  // namespace
 
@@ -619,19 +627,14 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
 
 Status Volume::WriteFlush(const std::vector<EncodedRecord>& records, Status prepared) {
   if (!prepared.ok()) return prepared;
-  std::vector<const EncodedRecord*> list;
   uint64_t bytes = 0;
-  for (const EncodedRecord& r : records) {
-    list.push_back(&r);
-    bytes += r.size();
-  }
+  for (const EncodedRecord& r : records) bytes += r.size();
   QCFS_RETURN_IF_ERROR(store_->MakeRoom(bytes));
-  return store_->WriteRecords(list);
+  return store_->WriteRecords(RecordList(records));
 }
 
-Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRecord>& records, Status written) {
-  std::vector<const EncodedRecord*> list;
-  for (const EncodedRecord& r : records) list.push_back(&r);
+Status Volume::CommitFlush(std::vector<FlushItem>& items, const std::vector<EncodedRecord>& records,
+                           Status written) {
   if (commit_hook_) commit_hook_();
 
   Status first;
@@ -706,7 +709,7 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, std::vector<EncodedRec
     ReleaseBuffer(released);
   }
   // Records that were not written made no provisional chunks.
-  if (written.ok()) store_->ForgetProvisional(list);
+  if (written.ok()) store_->ForgetProvisional(RecordList(records));
   for (FlushItem& item : items) MaybeDropState(item.inode);
   return first;
 }

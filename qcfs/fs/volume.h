@@ -443,9 +443,10 @@ class Volume {
   // failed: returns that).
   Status WriteFlush(const std::vector<EncodedRecord>& records, Status prepared);
   // Commits each file's extents of a round whose records WriteFlush wrote,
-  // or records the failure (`written`) as the files' write error. Forgets
-  // the round's provisional chunks either way.
-  Status CommitFlush(std::vector<internal::FlushItem>& items, std::vector<EncodedRecord>& records, Status written);
+  // or records the failure (`written`) as the files' write error; then
+  // forgets the provisional chunks the write made.
+  Status CommitFlush(std::vector<internal::FlushItem>& items, const std::vector<EncodedRecord>& records,
+                     Status written);
   Status Truncate(const InodeRef& inode, uint64_t size, int64_t now);
   Status ZeroRange(const InodeRef& inode, uint64_t offset, uint64_t length);
   void FlusherLoop();
