@@ -101,5 +101,9 @@ if [ "${#failed[@]}" -gt 0 ]; then
   log "Failed before the Release suite: ${failed[*]} (see above); all stages took $(elapsed)"
   exit 1
 fi
-[ "$quick" = 1 ] || log "All stages passed in $(elapsed)"
+if [ "$status" != 0 ]; then
+  log "The Release suite failed (see above); all stages took $(elapsed)"
+elif [ "$quick" != 1 ]; then
+  log "All stages passed in $(elapsed)"
+fi
 exit $status
