@@ -104,12 +104,11 @@ bool SyncDir(const std::string& dir) {
 }
 
 // Lets the workload in `child` run for `delay_us`, kills the daemon (the
-// workload ends with its mount), then checks the volume and mounts it again.
+// workload ends with its mount, and is reaped before the dead mount is
+// detached), then checks the volume and mounts it again.
 void KillCheckAndRemount(MountedVolume& v, pid_t child, useconds_t delay_us, int iteration) {
   ::usleep(delay_us);
-  v.KillDaemon();
-  int status;
-  ::waitpid(child, &status, 0);
+  v.KillDaemon(child);
   auto check = v.Qcfs("check " + v.image());
   ASSERT_EQ(check.exit_code, 0) << "iteration " << iteration << ": " << check.output;
   ASSERT_EQ(v.Mount().exit_code, 0);
@@ -192,6 +191,52 @@ bool Under(const std::string& path, const std::string& dir) {
     }
     note("C");
   }
+}
+
+// Regression: the fsync-heavy workload below sometimes ran on after the
+// kill; once the dead mount was detached, its next append to "big" (the only
+// file it keeps at the top level) went to the directory underneath,
+// succeeded, was fsync'd and recorded as durable, and the next mount hid it:
+// the test then reported fsync'd bytes lost (about one run in ten with two
+// runs at once). The workload is now reaped before the detach. This pins
+// both halves: on the dead mount the write fails; past the detach the same
+// path is another file system.
+TEST(Crash, AWorkloadOutlivingItsDaemonCannotWriteBesideTheMount) {
+  MountedVolume v;
+  struct stat mounted;
+  ASSERT_EQ(::stat(v.mnt().c_str(), &mounted), 0);
+  int go[2], done[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const std::string big = v.Path("big");
+  pid_t child = ::fork();
+  if (child == 0) {
+    char c;
+    if (::read(go[0], &c, 1) != 1) _exit(1);
+    int err = 0;
+    int fd = ::open(big.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0644);
+    if (fd < 0 || ::write(fd, "appended", 8) != 8 || ::fsync(fd) != 0) err = errno;
+    if (::write(done[1], &err, sizeof err) != sizeof err) _exit(1);
+    _exit(0);
+  }
+  int err = -1;
+  v.KillDaemon(child, [&] {
+    // The workload's next call, after the kill and before the detach.
+    ASSERT_EQ(::write(go[1], "x", 1), 1);
+    ASSERT_EQ(::read(done[0], &err, sizeof err), static_cast<ssize_t>(sizeof err));
+  });
+  EXPECT_NE(err, 0) << "an append on the dead mount was fsync'd";
+  int fd = ::open(big.c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  struct stat beside;
+  ASSERT_EQ(::fstat(fd, &beside), 0);
+  ::close(fd);
+  EXPECT_NE(beside.st_dev, mounted.st_dev) << "past the detach the path is the directory underneath";
+  ASSERT_EQ(::unlink(big.c_str()), 0);
+  for (int* p : {go, done}) ::close(p[0]), ::close(p[1]);
+  ASSERT_EQ(v.Mount().exit_code, 0);
+  struct stat st;
+  EXPECT_NE(::stat(big.c_str(), &st), 0);
 }
 
 TEST(Crash, SigkillWhileADirectoryTreeChangesKeepsEverySyncedChange) {

@@ -91,11 +91,16 @@ pid_t MountedVolume::DaemonPid() const {
   return rec ? rec->pid : -1;
 }
 
-void MountedVolume::KillDaemon() {
+void MountedVolume::KillDaemon(pid_t workload, const std::function<void()>& after_kill) {
   pid_t pid = DaemonPid();
   if (pid > 0) {
     ::kill(pid, SIGKILL);
     for (int i = 0; i < 200 && ProcessRunning(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (after_kill) after_kill();
+  if (workload > 0) {
+    int status;
+    ::waitpid(workload, &status, 0);
   }
   Shell("fusermount3 -u -z " + mnt_);
   mounted_ = false;

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <set>
 #include <string>
 
@@ -51,8 +52,14 @@ class MountedVolume {
   bool mounted() const { return mounted_; }
   // The daemon serving the mount, from its mount record.
   pid_t DaemonPid() const;
-  // SIGKILL the daemon and detach the dead mount.
-  void KillDaemon();
+  // SIGKILL the daemon and detach the dead mount. `workload`, if given, is
+  // a child process using the mount: it is reaped after the kill and before
+  // the detach (`after_kill` runs between kill and reaping). Its calls on
+  // the dead mount fail (ENOTCONN), so it ends; once the mount is detached
+  // its paths would resolve to the directory underneath, and whatever it
+  // wrote there, successfully and fsync'd, would be hidden by the next
+  // mount and look like data the volume lost.
+  void KillDaemon(pid_t workload = 0, const std::function<void()>& after_kill = {});
 
  private:
   Options options_;
