@@ -79,7 +79,16 @@ bool ProcessRunning(pid_t pid) {
   auto close = stat.rfind(')');
   if (close == std::string::npos || close + 2 >= stat.size()) return false;
   char state = stat[close + 2];
-  return state != 'Z' && state != 'X';
+  if (state == 'X') return false;
+  if (state != 'Z') return true;
+  // A thread group's leader is a zombie as soon as it has exited, while its
+  // other threads may still be exiting, holding the process's files (the
+  // volume's lock among them): the process has ended once it is the last.
+  std::error_code ec;
+  std::filesystem::directory_iterator tasks("/proc/" + std::to_string(pid) + "/task", ec), end;
+  int threads = 0;
+  for (; !ec && tasks != end && threads < 2; tasks.increment(ec)) ++threads;
+  return threads > 1;
 }
 
 std::string RuntimeDir() {

@@ -27,7 +27,8 @@
 
 namespace qcfs {
 
-// Whether `pid` names a live process (not a zombie).
+// Whether `pid` names a live process: not a zombie, and not a zombie
+// leader whose last threads are still exiting (they hold its files).
 bool ProcessRunning(pid_t pid);
 
 // /run/qcfs for root, $XDG_RUNTIME_DIR/qcfs otherwise; QCFS_RUNTIME_DIR overrides.

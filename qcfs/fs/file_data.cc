@@ -517,6 +517,18 @@ Status Volume::FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto) {
   return first;
 }
 
+uint64_t Volume::DurableSizeWithout(const Inode& inode) const {
+  // Chunks left behind (for a later round, or written after the flush
+  // began) whose bytes lie beyond the stored size are not stored yet: a
+  // size reaching into one would read as zeros after a crash. Whatever
+  // lies below the stored size is at worst its older content.
+  uint64_t size = inode.size;
+  for (const auto& [index, buf] : inode.dirty) {
+    size = std::min(size, std::max(inode.rec.size, index * chunk_size_));
+  }
+  return size;
+}
+
 Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more,
                           std::vector<FlushItem>* out_items, std::vector<EncodedRecord>* out_records) {
   // Take chunks written up to `upto`, at most round_bytes_ of them: the
@@ -531,15 +543,12 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
     if (inode->purged) continue;
     FlushItem item;
     item.inode = inode;
-    bool all = true;
-    uint64_t covered = inode->rec.size;
     for (auto it = inode->dirty.begin(); it != inode->dirty.end();) {
       if (it->second->seq > upto) {  // written after the flush began
         ++it;
         continue;
       }
       if (taken >= round_bytes_) {
-        all = false;
         *more = true;
         break;
       }
@@ -549,17 +558,11 @@ Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bo
       const uint64_t start = c.index * chunk_size_;
       c.limit = inode->size > start ? static_cast<size_t>(std::min<uint64_t>(c.buf->end(), inode->size - start)) : 0;
       inode->inflight[c.index] = c.buf;
-      covered = std::max(covered, std::min<uint64_t>((c.index + 1) * chunk_size_, inode->size));
       item.chunks.push_back(std::move(c));
       taken += chunk_size_;
       it = inode->dirty.erase(it);
     }
-    // The size persisted with the chunks covers only data that is in them
-    // or already stored.
-    item.size = all && std::none_of(inode->dirty.begin(), inode->dirty.end(),
-                                    [&](auto& d) { return d.second->seq <= upto; })
-                    ? inode->size
-                    : covered;
+    item.size = DurableSizeWithout(*inode);
     if (inode->dirty.empty()) inode->dirty_since.store(0);
     if (item.chunks.empty() && !inode->attr_dirty && item.size == inode->rec.size) continue;
     items.push_back(std::move(item));

@@ -434,6 +434,10 @@ class Volume {
   // Flushes the chunks of `inodes` written up to write sequence `upto`, in
   // rounds of at most round_bytes_. REQUIRES: every inode's flush_mu is held.
   Status FlushLocked(const std::vector<InodeRef>& inodes, uint64_t upto);
+  // The size a flush may make durable for `inode` given the chunks it
+  // leaves dirty: never beyond a byte that is neither stored nor in the
+  // flush. REQUIRES: the inode's stripe lock.
+  uint64_t DurableSizeWithout(const internal::Inode& inode) const;
   // Prepares one round: takes chunks, hashes and compresses what is new.
   // Sets *more when chunks up to `upto` are left. What it took (even on
   // failure, which it returns) goes to CommitFlush.

@@ -1,8 +1,12 @@
 #include "qcfs/control/control.h"
 
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -55,6 +59,40 @@ TEST(Control, RefusesOtherUsers) {
   int status = 0;
   ::waitpid(child, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+// A killed daemon's main thread is a zombie before its other threads have
+// exited and let go of the volume: until then it is still running (qcfs
+// umount and the tests that kill daemons wait on this before touching the
+// volume, which a still-exiting thread keeps locked).
+TEST(Control, AProcessWhoseLeaderExitedRunsUntilItsLastThreadEnds) {
+  int release[2];
+  ASSERT_EQ(::pipe(release), 0);
+  pid_t child = ::fork();
+  if (child == 0) {
+    std::thread([&] {
+      char c;
+      (void)!::read(release[0], &c, 1);
+      _exit(0);
+    }).detach();
+    ::syscall(SYS_exit, 0);  // the leader alone exits first (no unwinding)
+  }
+  auto state = [&] {
+    std::ifstream in("/proc/" + std::to_string(child) + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    auto close = stat.rfind(')');
+    return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
+  };
+  while (state() != 'Z') std::this_thread::yield();  // the leader has exited
+  EXPECT_TRUE(ProcessRunning(child)) << "a thread of it still runs";
+  ASSERT_EQ(::write(release[1], "x", 1), 1);
+  int status;
+  ASSERT_EQ(::waitid(P_PID, child, nullptr, WEXITED | WNOWAIT), 0);  // ended, not reaped yet
+  EXPECT_FALSE(ProcessRunning(child));
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ::close(release[0]);
+  ::close(release[1]);
 }
 
 TEST(Control, MountRecordsOfDeadDaemonsAreIgnored) {

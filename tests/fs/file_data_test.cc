@@ -10,6 +10,8 @@
 
 #include "qcfs/fs/internal/inode.h"
 #include "qcfs/fs/volume.h"
+#include "qcfs/meta/meta_db.h"
+#include "qcfs/meta/schema.h"
 #include "tests/testutil/volume_fixture.h"
 
 namespace qcfs {
@@ -134,6 +136,58 @@ TEST(FileData, PartialWriteMergesIntoTheChunkAsItIsNowWhateverChangedMeanwhile) 
   ASSERT_TRUE(v->Release(f.ino).ok());
   v.Reopen();
   EXPECT_EQ(v.ReadAll(f.ino).substr(0, 65536), want);
+}
+
+// A flush makes a file's size durable only as far as its data is: a chunk
+// written beyond the end while a flush runs (left for the next flush) is not
+// covered, so a crash in between gives a shorter file, never zeros. Checked
+// before every commit once that chunk exists: the stored size reaches into
+// it only once its extent is stored.
+TEST(FileData, AFlushMakesNoSizeDurableBeyondAChunkItLeavesBehind) {
+  VolumeOptions options;
+  options.cache_bytes = 8 << 20;  // flush rounds of 1 MiB
+  TestVolume v(256ull << 20, {}, options);
+  auto f = *v->Create(kRootIno, "f", 0644, O_RDWR, kRoot);
+  const uint64_t chunk = v->superblock().chunk_size;
+  const std::string data = RandomBytes(56 * chunk, 30);  // four rounds
+  // Two new chunks past a hole: the first buffer made after a flush began
+  // may still join it (it takes buffers numbered up to the next number to
+  // hand out), the second may not.
+  const std::string late = RandomBytes(chunk + chunk / 2, 31);
+  const uint64_t late_at = data.size() + chunk;
+  const uint64_t left_at = late_at + chunk;
+  bool written = false;
+  int checked = 0;
+  v->SetCommitHookForTesting([&] {
+    if (!written) {
+      // The first round commits; the rounds after it are prepared later.
+      written = true;
+      v.WriteAt(f.ino, late_at, late);
+      return;
+    }
+    auto rec = v->db()->Get(schema::InodeKey(f.ino));
+    ASSERT_TRUE(rec.ok() && rec->has_value());
+    schema::InodeRecord r;
+    ASSERT_TRUE(schema::InodeRecord::Decode(**rec, &r));
+    auto extent = v->db()->Get(schema::ExtentKey(f.ino, left_at / chunk));
+    ASSERT_TRUE(extent.ok());
+    if (!extent->has_value()) {
+      EXPECT_LE(r.size, left_at) << "the stored size covers a chunk that is not stored";
+    }
+    ++checked;
+  });
+  v.WriteAt(f.ino, 0, data);
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());
+  ASSERT_TRUE(v->Fsync(f.ino, false).ok());  // the late chunk, if the first left it
+  v->SetCommitHookForTesting(nullptr);
+  ASSERT_TRUE(written);
+  EXPECT_GE(checked, 1);
+  std::string want = data + std::string(chunk, '\0') + late;
+  EXPECT_EQ(v.ReadAll(f.ino), want);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  v.Close();
+  v.Open();
+  EXPECT_EQ(v.ReadAll(f.ino), want);
 }
 
 TEST(FileData, PartialOverwriteOfAStoredChunk) {

@@ -95,7 +95,7 @@ void MountedVolume::KillDaemon(pid_t workload, const std::function<void()>& afte
   pid_t pid = DaemonPid();
   if (pid > 0) {
     ::kill(pid, SIGKILL);
-    for (int i = 0; i < 200 && ProcessRunning(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 6000 && ProcessRunning(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (after_kill) after_kill();
   if (workload > 0) {
