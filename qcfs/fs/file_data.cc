@@ -267,6 +267,7 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
       }
       uint64_t pos = offset;
       const uint64_t end = offset + total;
+      std::optional<uint64_t> lost;
       while (pos < end) {
         const uint64_t index = pos / chunk_size_;
         const size_t in_chunk = static_cast<size_t>(pos % chunk_size_);
@@ -275,6 +276,10 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
         const ChunkBuf* buf = nullptr;
         if (auto it = inode->dirty.find(index); it != inode->dirty.end()) buf = it->second.get();
         else if (auto jt = inode->inflight.find(index); jt != inode->inflight.end()) buf = jt->second.get();
+        if (buf == nullptr && inode->lost.count(index)) {
+          lost = index;
+          break;
+        }
         if (buf != nullptr) {
           buf->CopyOut(in_chunk, {dest, n});
         } else if (pos >= inode->rec.size) {
@@ -285,6 +290,10 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t offset, std::span<std::byte> 
           pending.push_back({index, in_chunk, n, dest, std::nullopt});
         }
         pos += n;
+      }
+      if (lost) {
+        result = LostChunk(*inode, *lost);
+        break;
       }
     }
     result = Status::Ok();
@@ -391,7 +400,7 @@ void Volume::MaybeUpdateAtime(uint64_t ino) {
 // ---------------------------------------------------------------- write
 
 Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append,
-                             bool keep_times) {
+                             bool cached) {
   QCFS_RETURN_IF_ERROR(CheckWritable());
   if (IsView(ino)) return ReadOnlyView();
   if (data.empty()) return size_t{0};
@@ -421,11 +430,26 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
     const uint64_t start = pos;
     const uint64_t end = pos + data.size();
     result = Status::Ok();
+    bool refused = false;  // past or into a lost chunk: no retry helps
     while (pos < end) {
       const uint64_t index = pos / chunk_size_;
       const size_t in_chunk = static_cast<size_t>(pos % chunk_size_);
       const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_size_ - in_chunk, end - pos));
       const bool overwrite = in_chunk == 0 && n == chunk_size_;
+      if (!inode->lost.empty()) {
+        // Past a chunk whose data was lost beyond the stored size, no size
+        // could be made durable; into a lost chunk, only a whole new one.
+        const uint64_t first = *inode->lost.begin();
+        const bool beyond = (first + 1) * chunk_size_ > inode->rec.size;
+        if ((beyond && index > first) || (inode->lost.count(index) && !overwrite)) {
+          // ENOSPC when that is why: the writer learns the volume is full.
+          result = LostChunk(*inode, beyond && index > first ? first : index,
+                             inode->lost_error.code() == ENOSPC ? ENOSPC : EIO);
+          refused = true;
+          break;
+        }
+        inode->lost.erase(index);
+      }
       auto buf = DirtyBufferFor(inode, index, &stripe, overwrite);
       if (!buf.ok()) {
         result = buf.status();
@@ -436,10 +460,14 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
       // Extend as we go, so that a later buffer of this write is not zeroed past the old end.
       if (pos > inode->size) inode->size = pos;
     }
-    if (!keep_times) inode->rec.mtime_ns = inode->rec.ctime_ns = internal::NowNs();
+    if (!cached) inode->rec.mtime_ns = inode->rec.ctime_ns = internal::NowNs();
     inode->attr_dirty = true;
     if (result.ok()) break;
-    if (result.code() != ENOSPC || attempt > 0) return result;
+    if (cached && result.code() == ENOSPC && (attempt > 0 || refused)) {
+      MarkLost(inode.get(), pos / chunk_size_, end, result);
+      return result;
+    }
+    if (result.code() != ENOSPC || attempt > 0 || refused) return result;
     // Out of space: flush what is buffered (its reservations shrink to what
     // it really takes) and try once more.
     stripe.unlock();
@@ -526,7 +554,30 @@ uint64_t Volume::DurableSizeWithout(const Inode& inode) const {
   for (const auto& [index, buf] : inode.dirty) {
     size = std::min(size, std::max(inode.rec.size, index * chunk_size_));
   }
+  if (!inode.lost.empty()) size = std::min(size, std::max(inode.rec.size, *inode.lost.begin() * chunk_size_));
   return size;
+}
+
+void Volume::MarkLost(Inode* inode, uint64_t from_index, uint64_t end, const Status& why) {
+  // The chunks from the refused write's first unbuffered byte to its end:
+  // the bytes of them that were buffered are dropped too (a chunk is stored
+  // whole or not at all), and the file keeps its apparent size, so that
+  // readers get EIO there, not zeros.
+  const uint64_t last = (end - 1) / chunk_size_;
+  size_t dropped = 0;
+  for (uint64_t index = from_index; index <= last; ++index) {
+    if (inode->dirty.erase(index)) ++dropped;
+    inode->lost.insert(index);
+  }
+  ReleaseBuffer(dropped);
+  inode->size = std::max(inode->size, end);
+  inode->lost_error = why;
+  inode->write_error = why;
+}
+
+Status Volume::LostChunk(const Inode& inode, uint64_t index, int code) const {
+  return Status::Errorf(code, "inode {} chunk {} (bytes from {}): its data could not be stored ({}); rewrite or truncate it",
+                        inode.ino, index, index * chunk_size_, inode.lost_error.ToString());
 }
 
 Status Volume::FlushRound(const std::vector<InodeRef>& inodes, uint64_t upto, bool* more,
@@ -702,6 +753,12 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, const std::vector<Enco
         Log(LogLevel::kError, "flushing inode {} failed: {}", in->ino, s.ToString());
         in->write_error = s;
         if (first.ok()) first = s;
+        // A chunk written again since was copied from this buffer: only
+        // the others lose what they held.
+        for (const FlushChunk& c : item.chunks) {
+          if (in->dirty.count(c.index) == 0) in->lost.insert(c.index);
+        }
+        if (!in->lost.empty()) in->lost_error = s;
       }
       for (FlushChunk& c : item.chunks) {
         auto it = in->inflight.find(c.index);
@@ -854,6 +911,7 @@ Status Volume::Truncate(const InodeRef& inode, uint64_t size, int64_t now) {
   QCFS_RETURN_IF_ERROR(txn->Prepare(&batch));
   QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
   txn->Committed();
+  inode->lost.erase(inode->lost.lower_bound((size + chunk_size_ - 1) / chunk_size_), inode->lost.end());
   inode->rec = rec;
   inode->size = size;
   inode->generation += 1;

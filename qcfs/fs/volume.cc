@@ -408,7 +408,10 @@ Result<Volume::InodeRef> Volume::Acquire(uint64_t ino) {
 
 void Volume::MaybeDropState(const InodeRef& inode) {
   std::lock_guard stripe(StripeFor(inode->ino));
-  if (inode->open_count > 0 || !inode->dirty.empty() || !inode->inflight.empty() || inode->attr_dirty) return;
+  if (inode->open_count > 0 || !inode->dirty.empty() || !inode->inflight.empty() || inode->attr_dirty ||
+      !inode->lost.empty()) {
+    return;
+  }
   if (!inode->purged && inode->rec.nlink == 0) return;  // an orphan waits for Purge
   std::lock_guard lock(states_mu_);
   auto it = states_.find(inode->ino);
@@ -1283,6 +1286,8 @@ Status Volume::RemoveXattr(uint64_t ino, std::string_view name) {
 }
 
 // ---------------------------------------------------------------- volume
+
+uint64_t Volume::AvailableBytes() const { return store_->Usage().available_bytes; }
 
 Result<struct statvfs> Volume::StatFs() {
   StoreUsage u = store_->Usage();

@@ -296,11 +296,13 @@ class Volume {
   // Reads up to out.size() bytes at `offset`; returns the count (short at EOF).
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out);
   // Writes at `offset` (at the end of the file when `append`); returns the
-  // count. Sets mtime and ctime to now unless `keep_times` (a caller such
-  // as the kernel's writeback cache that keeps the times and sets them
-  // itself).
+  // count. `cached`: the caller is a write-back cache (the kernel's) that
+  // keeps mtime and ctime and sets them itself, and whose writer was told
+  // long ago that this write succeeded: what cannot be buffered for want of
+  // space is then marked lost (reads give EIO, no durable size covers it,
+  // the next fsync or close reports it) instead of merely refused.
   Result<size_t> Write(uint64_t ino, uint64_t offset, std::span<const std::byte> data, bool append = false,
-                       bool keep_times = false);
+                       bool cached = false);
   // Makes the file's data and metadata durable. Reports a deferred write error.
   Status Fsync(uint64_t ino, bool datasync);
   // close(2) of one descriptor: reports a deferred write error, starts a flush.
@@ -336,6 +338,8 @@ class Volume {
 
   // --- whole volume
   Result<struct statvfs> StatFs();
+  // Bytes new data may still take (after what buffered writes reserved).
+  uint64_t AvailableBytes() const;
   // Flushes all buffered data and makes all metadata durable.
   Status Sync();
   Result<VolumeInfo> Info();
@@ -438,6 +442,13 @@ class Volume {
   // leaves dirty: never beyond a byte that is neither stored nor in the
   // flush. REQUIRES: the inode's stripe lock.
   uint64_t DurableSizeWithout(const internal::Inode& inode) const;
+  // Marks chunks [from_index, the chunk holding byte end - 1] lost for `why`:
+  // a write the kernel's cache had acknowledged could not be buffered.
+  // REQUIRES: the inode's stripe lock.
+  void MarkLost(internal::Inode* inode, uint64_t from_index, uint64_t end, const Status& why);
+  // The error (`code`) for a read or write of a chunk whose data a failed
+  // flush lost.
+  Status LostChunk(const internal::Inode& inode, uint64_t index, int code = EIO) const;
   // Prepares one round: takes chunks, hashes and compresses what is new.
   // Sets *more when chunks up to `upto` are left. What it took (even on
   // failure, which it returns) goes to CommitFlush.

@@ -89,11 +89,21 @@ class DirtyLimitTuner {
     if (policy_.OnWrite(length)) Apply();
   }
 
+  // While held (a nearly full volume's cap is in force) the policy's modes
+  // are not applied; releasing applies the current one.
+  void Hold(bool held) {
+    {
+      std::lock_guard lock(apply_mu_);
+      held_ = held;
+    }
+    if (!held) Apply();
+  }
+
  private:
   // Writes the knobs of the current mode; the last caller writes the latest.
   void Apply() {
     std::lock_guard lock(apply_mu_);
-    if (failed_) return;
+    if (failed_ || held_) return;
     const bool absorb = policy_.mode() == WritebackPolicy::Mode::kAbsorb;
     const bool ok = absorb ? SetSystemDirtyLimit(bdi_) : SetStrictDirtyLimit(bdi_, policy_.options().stream_max_ratio);
     if (!ok) {
@@ -125,8 +135,9 @@ class DirtyLimitTuner {
 
   const std::string bdi_;
   WritebackPolicy policy_;
-  std::mutex apply_mu_;  // serializes Apply; guards failed_
+  std::mutex apply_mu_;  // serializes Apply; guards failed_ and held_
   bool failed_ = false;
+  bool held_ = false;    // Hold()
   std::mutex stop_mu_;   // guards stop_
   std::condition_variable stop_cv_;
   bool stop_ = false;
@@ -176,7 +187,7 @@ Status Serve(const MountRequest& req, int ready_fd) {
   if (!server_or.ok()) return server_or.status();
   std::unique_ptr<FuseServer> server = std::move(server_or).value();
   server_ptr = server.get();
-  std::unique_ptr<DirtyLimitTuner> tuner;
+  std::shared_ptr<DirtyLimitTuner> tuner;  // shared with the server's thread (OnDirtyCap)
   std::optional<std::string> bdi = MountDevice(req.mountpoint);
   if (!bdi) {
     Log(LogLevel::kInfo, "{} not found in /proc/self/mountinfo; keeping the kernel's read-ahead and dirty limit",
@@ -189,9 +200,24 @@ Status Serve(const MountRequest& req, int ready_fd) {
     if (config.dirty_limit == MountConfig::DirtyLimit::kSystem) {
       (void)SetSystemDirtyLimit(*bdi);  // where it cannot, the kernel's limit stays (logged)
     } else {
-      tuner = std::make_unique<DirtyLimitTuner>(*bdi);
+      tuner = std::make_shared<DirtyLimitTuner>(*bdi);
       server->ObserveWrites([t = tuner.get()](size_t length) { t->OnWrite(length); });
     }
+  }
+  if (bdi) {
+    // A nearly full volume caps what the kernel may cache for it (SpaceGuard).
+    server->OnDirtyCap([bdi = *bdi, t = tuner, limit = config.dirty_limit](uint64_t cap) {
+      if (cap > 0) {
+        if (t != nullptr) t->Hold(true);
+        (void)(PutBdiKnob(bdi, "strict_limit", "1") && PutBdiKnob(bdi, "max_bytes", std::to_string(cap)));
+      } else if (t != nullptr) {
+        t->Hold(false);
+      } else if (limit == MountConfig::DirtyLimit::kSystem) {
+        (void)SetSystemDirtyLimit(bdi);
+      } else {
+        (void)SetStrictDirtyLimit(bdi, 1);  // FUSE's own
+      }
+    });
   }
 
   MountRecord record;

@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <exception>
 #include <vector>
 
 #include "qcfs/core/log.h"
+#include "qcfs/core/units.h"
 #include "qcfs/fs/internal/time.h"
 
 namespace qcfs {
@@ -51,7 +53,7 @@ fuse_entry_param Entry(fuse_req_t req, const Attr& a) {
   e.ino = a.ino;
   e.generation = Server(req)->Generation(a.ino);
   e.attr = a.ToStat();
-  e.attr_timeout = c.attr_timeout;
+  e.attr_timeout = Server(req)->AttrTimeout(a.mode);
   e.entry_timeout = c.entry_timeout;
   return e;
 }
@@ -74,7 +76,7 @@ void ReplyEntry(fuse_req_t req, const Result<Attr>& a) {
 void ReplyAttr(fuse_req_t req, const Result<Attr>& a) {
   if (!a.ok()) return ReplyStatus(req, a.status());
   struct stat st = a->ToStat();
-  fuse_reply_attr(req, &st, Server(req)->config().attr_timeout);
+  fuse_reply_attr(req, &st, Server(req)->AttrTimeout(a->mode));
 }
 
 Caller CallerOf(fuse_req_t req) {
@@ -85,7 +87,12 @@ Caller CallerOf(fuse_req_t req) {
 // Per-open-file state kept in fi->fh.
 struct FileHandle {
   bool append = false;
+  bool writable = false;
 };
+
+FileHandle* NewHandle(uint32_t flags) {
+  return new FileHandle{(flags & O_APPEND) != 0, (flags & O_ACCMODE) != O_RDONLY};
+}
 
 // Per-open-directory cursor kept in fi->fh: readdir resumes after the last
 // name it returned instead of counting entries from the start.
@@ -153,8 +160,16 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void OpForget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
 void OpForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(req); }
 
-void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-  Guard(req, [&] { ReplyAttr(req, Vol(req)->GetAttr(ino)); });
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guard(req, [&] {
+    // With a writable handle, on a nearly full volume: the kernel is about
+    // to take a write(2) into its cache (or a read past the end it knows).
+    auto* h = fi != nullptr ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
+    if (h != nullptr && h->writable && !Server(req)->AdmitCachedWrite()) {
+      return ReplyStatus(req, Status::Error(ENOSPC, "no space left on volume for more cached writes"));
+    }
+    ReplyAttr(req, Vol(req)->GetAttr(ino));
+  });
 }
 
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
@@ -232,12 +247,14 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, [&] {
     auto a = Vol(req)->Open(ino, fi->flags);
     if (!a.ok()) return ReplyStatus(req, a.status());
-    auto* h = new FileHandle{(fi->flags & O_APPEND) != 0};
+    auto* h = NewHandle(fi->flags);
     fi->fh = reinterpret_cast<uint64_t>(h);
+    if (h->writable) Server(req)->OpenedForWriting(ino, 1);
     fi->keep_cache = 1;  // we are the only writer: cached pages stay valid
     fi->noflush = 0;
     if (fuse_reply_open(req, fi) != 0) {  // the opener went away
       Vol(req)->Release(ino).IgnoreError();
+      if (h->writable) Server(req)->OpenedForWriting(ino, -1);
       delete h;
     }
   });
@@ -247,12 +264,14 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   Guard(req, [&] {
     auto a = Vol(req)->Create(parent, name, mode, fi->flags, CallerOf(req));
     if (!a.ok()) return ReplyStatus(req, a.status());
-    auto* h = new FileHandle{(fi->flags & O_APPEND) != 0};
+    auto* h = NewHandle(fi->flags);
     fi->fh = reinterpret_cast<uint64_t>(h);
+    if (h->writable) Server(req)->OpenedForWriting(a->ino, 1);
     fi->keep_cache = 1;
     fuse_entry_param e = Entry(req, *a);
     if (fuse_reply_create(req, &e, fi) != 0) {
       Vol(req)->Release(a->ino).IgnoreError();
+      if (h->writable) Server(req)->OpenedForWriting(a->ino, -1);
       delete h;
     }
   });
@@ -304,7 +323,9 @@ void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guard(req, [&] {
-    delete reinterpret_cast<FileHandle*>(fi->fh);
+    auto* h = reinterpret_cast<FileHandle*>(fi->fh);
+    if (h != nullptr && h->writable) Server(req)->OpenedForWriting(ino, -1);
+    delete h;
     fi->fh = 0;
     ReplyStatus(req, Vol(req)->Release(ino));
   });
@@ -742,11 +763,65 @@ void FuseServer::WaitForInvalidations() {
   inval_done_cv_.wait(lock, [&] { return inval_stop_ || inval_done_ >= target; });
 }
 
+double FuseServer::AttrTimeout(uint32_t mode) const {
+  return S_ISREG(mode) && space_guard_.tight() ? 0.0 : config_.attr_timeout;
+}
+
+bool FuseServer::AdmitCachedWrite() const {
+  return !space_guard_.tight() || space_guard_.Admit(volume_->AvailableBytes());
+}
+
+void FuseServer::OpenedForWriting(uint64_t ino, int delta) {
+  std::lock_guard lock(writers_mu_);
+  int& n = open_writers_[ino];
+  n += delta;
+  if (n <= 0) open_writers_.erase(ino);
+}
+
+void FuseServer::SpaceTick() {
+  if (!writeback_cache_.load() || volume_->read_only()) return;
+  uint64_t threshold_pages = 0;
+  {
+    std::ifstream in("/proc/vmstat");
+    std::string name;
+    uint64_t value = 0;
+    while (in >> name >> value) {
+      if (name == "nr_dirty_threshold") {
+        threshold_pages = value;
+        break;
+      }
+    }
+  }
+  if (threshold_pages == 0) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  SpaceGuard::Change c = space_guard_.Tick(volume_->AvailableBytes(), threshold_pages * page);
+  if (c.entered) {
+    Log(LogLevel::kInfo, "volume nearly full: the kernel may cache at most {} of writes, and write(2) fails with "
+        "ENOSPC once the rest would not fit", FormatSize(space_guard_.cap()));
+    std::vector<uint64_t> writers;
+    {
+      std::lock_guard lock(writers_mu_);
+      for (auto& [ino, n] : open_writers_) writers.push_back(ino);
+    }
+    // Their cached attributes would let writes skip the check.
+    for (uint64_t ino : writers) InvalidateAttr(ino);
+  }
+  if (dirty_cap_handler_ && (c.recap || c.left)) dirty_cap_handler_(c.left ? 0 : space_guard_.cap());
+  if (c.left) Log(LogLevel::kInfo, "volume has room again: writes are cached as usual");
+}
+
 void FuseServer::InvalidationLoop() {
   std::unique_lock lock(inval_mu_);
   for (;;) {
-    inval_cv_.wait(lock, [&] { return inval_stop_ || !inval_queue_.empty(); });
+    const bool woken = inval_cv_.wait_for(lock, std::chrono::milliseconds(250),
+                                          [&] { return inval_stop_ || !inval_queue_.empty(); });
     if (inval_stop_) return;
+    if (!woken) {
+      lock.unlock();
+      SpaceTick();
+      lock.lock();
+      continue;
+    }
     Invalidation inval = std::move(inval_queue_.front());
     inval_queue_.pop_front();
     lock.unlock();

@@ -20,6 +20,7 @@
 #include "qcfs/core/status.h"
 #include "qcfs/fs/volume.h"
 #include "qcfs/fuse/mount_options.h"
+#include "qcfs/fuse/space_guard.h"
 
 struct fuse_session;
 struct fuse_conn_info;
@@ -71,10 +72,24 @@ class FuseServer {
   // it. REQUIRES: set before Run(); cheap, and never blocks on the mount.
   void ObserveWrites(std::function<void(size_t)> observer) { write_observer_ = std::move(observer); }
   const std::function<void(size_t)>& write_observer() const { return write_observer_; }
+  // Called, from the server's own thread, with the most bytes the kernel
+  // may hold dirty for the mount while the volume is nearly full, and with
+  // 0 when it is not any more (the daemon's own limits apply again).
+  // REQUIRES: set before Run().
+  void OnDirtyCap(std::function<void(uint64_t)> handler) { dirty_cap_handler_ = std::move(handler); }
+  // The attribute timeout for replies about an inode of this mode: none for
+  // regular files while the volume is nearly full (SpaceGuard).
+  double AttrTimeout(uint32_t mode) const;
+  // Whether a write the kernel is about to cache may go ahead (SpaceGuard).
+  bool AdmitCachedWrite() const;
+  // A handle open for writing on `ino` was opened (+1) or released (-1).
+  void OpenedForWriting(uint64_t ino, int delta);
 
  private:
   FuseServer(Volume* volume, const MountConfig& config) : volume_(volume), config_(config) {}
   void InvalidationLoop();
+  // Feeds the SpaceGuard (from the invalidation thread, when idle).
+  void SpaceTick();
 
   // The session's I/O on /dev/fuse passes through these two, so that the
   // daemon can take FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not
@@ -85,6 +100,10 @@ class FuseServer {
   Volume* volume_;
   MountConfig config_;
   std::function<void(size_t)> write_observer_;
+  std::function<void(uint64_t)> dirty_cap_handler_;
+  SpaceGuard space_guard_;
+  std::mutex writers_mu_;  // guards open_writers_
+  std::unordered_map<uint64_t, int> open_writers_;  // inode -> handles open for writing
   fuse_session* session_ = nullptr;
   bool mounted_ = false;
   bool signals_installed_ = false;

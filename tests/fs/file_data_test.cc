@@ -402,6 +402,52 @@ TEST(FileData, FullVolumeGivesEnospcAndRecoversAfterDelete) {
   EXPECT_EQ(v->GetAttr(again)->size, 4u << 20);
 }
 
+// Writes a write-back cache had acknowledged (the kernel's) that find the
+// volume full: the refused range reads as EIO, never zeros; writes past it
+// are refused; fsync reports it; the durable file holds exactly a prefix of
+// what was written, and deleting it makes the volume writable again.
+TEST(FileData, CachedWritesTheVolumeCannotHoldAreMarkedLostNotZeros) {
+  testing::TestVolume v(48ull << 20);
+  auto f = *v->Create(kRootIno, "big", 0644, O_RDWR, kRoot);
+  const uint64_t chunk = v->superblock().chunk_size;
+  const std::string data = RandomBytes(64 << 20, 77);  // more than fits; nothing to dedup
+  uint64_t accepted = 0;
+  Status refused;
+  for (uint64_t off = 0; off < data.size(); off += 1 << 20) {
+    auto n = v->Write(f.ino, off, Bytes(data.substr(off, 1 << 20)), false, /*cached=*/true);
+    if (!n.ok()) {
+      refused = n.status();
+      break;
+    }
+    accepted = off + *n;
+  }
+  ASSERT_EQ(refused.code(), ENOSPC) << refused.ToString();
+  ASSERT_GT(accepted, 8u << 20);
+  std::vector<std::byte> out(4096);
+  auto r = v->Read(f.ino, accepted + 4096, out);
+  EXPECT_FALSE(r.ok()) << "a refused range must not read as zeros";
+  if (!r.ok()) {
+    EXPECT_EQ(r.status().code(), EIO);
+  }
+  auto later = v->Write(f.ino, accepted + (4 << 20), Bytes(std::string(4096, 'x')), false, true);
+  EXPECT_FALSE(later.ok()) << "a write past lost data must not be accepted";
+  Status synced = v->Fsync(f.ino, false);
+  EXPECT_EQ(synced.code(), ENOSPC) << synced.ToString();
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  v.Close();
+  v.Open();
+  const std::string kept = v.ReadAll(f.ino);
+  // What the refused write buffered before the volume ran out may stay.
+  EXPECT_LE(kept.size(), accepted + (1 << 20));
+  EXPECT_GE(kept.size() + chunk, accepted) << "more than the refused write's chunks went";
+  EXPECT_TRUE(kept == data.substr(0, kept.size())) << "the durable file is not a prefix of what was written";
+  ASSERT_TRUE(v->Unlink(kRootIno, "big").ok());
+  ASSERT_TRUE(v->Sync().ok());
+  uint64_t again = v.CreateFile(kRootIno, "again", RandomBytes(4 << 20, 9));
+  ASSERT_TRUE(v->Sync().ok());
+  EXPECT_EQ(v.ReadAll(again), RandomBytes(4 << 20, 9));
+}
+
 TEST(FileData, ConcurrentWritersAndReaders) {
   TestVolume v;
   constexpr int kThreads = 4;

@@ -2,6 +2,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -131,6 +133,52 @@ TEST(BadInput, FullDeviceGivesEnospcAndStaysUsable) {
   EXPECT_EQ(ReadFile(v.Path("f0")), RandomBytes(1 << 20, 100));
   for (int i = 0; i < files; i += 2) ASSERT_EQ(::unlink(v.Path("f" + std::to_string(i)).c_str()), 0);
   std::string again = RandomBytes(8 << 20, 999);
+  WriteFile(v.Path("again"), again);
+  EXPECT_EQ(ReadFile(v.Path("again")), again);
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  auto check = v.Qcfs("check " + v.image());
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
+// The writeback cache on a volume that fills: write(2) itself returns
+// ENOSPC (SpaceGuard), fsync and close report nothing lost, and after a
+// remount the file holds exactly the bytes whose writes succeeded. Deleting
+// it makes the volume writable again.
+TEST(BadInput, FullVolumeRefusesWritesAtWriteTimeAndKeepsEveryAcceptedByte) {
+  MountedVolume v(MountedVolume::Options{.size = 300ull << 20});
+  const std::string path = v.Path("big");
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  std::string written;
+  int accepted = 0, refused = 0, refused_errno = 0;
+  for (int i = 0; i < 500; ++i) {
+    std::string block = RandomBytes(1 << 20, 5000 + i);  // nothing to compress or dedup
+    ssize_t n = ::write(fd, block.data(), block.size());
+    if (n < 0) {
+      refused_errno = errno;
+      ++refused;
+      continue;
+    }
+    written += block.substr(0, static_cast<size_t>(n));
+    ++accepted;
+  }
+  const int fsync_errno = ::fsync(fd) == 0 ? 0 : errno;
+  const int close_errno = ::close(fd) == 0 ? 0 : errno;
+  std::printf("300 MiB volume: %d writes of 1 MiB accepted (%zu bytes), %d refused (%s); fsync %s, close %s\n",
+              accepted, written.size(), refused, std::strerror(refused_errno), std::strerror(fsync_errno),
+              std::strerror(close_errno));
+  EXPECT_GT(refused, 0) << "write(2) never refused on a full volume";
+  EXPECT_EQ(refused_errno, ENOSPC);
+  EXPECT_EQ(fsync_errno, 0) << "an accepted write was not kept";
+  EXPECT_EQ(close_errno, 0);
+  EXPECT_GT(accepted, 150);
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  ASSERT_EQ(v.Mount().exit_code, 0);
+  std::string kept = ReadFile(path);
+  EXPECT_EQ(kept.size(), written.size());
+  EXPECT_TRUE(kept == written) << "the remounted file differs from the bytes whose writes succeeded";
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  std::string again = RandomBytes(32 << 20, 999);
   WriteFile(v.Path("again"), again);
   EXPECT_EQ(ReadFile(v.Path("again")), again);
   ASSERT_EQ(v.Unmount().exit_code, 0);

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -92,6 +93,12 @@ struct Inode {
   std::map<uint64_t, std::shared_ptr<ChunkBuf>> dirty;     // chunk index -> written, not flushed
   std::map<uint64_t, std::shared_ptr<ChunkBuf>> inflight;  // chunk index -> being flushed
   Status write_error;       // a failed flush, reported by the next fsync or close
+  // Chunks whose written data a failed flush had to drop (lost_error says
+  // why): they read as EIO, no durable size covers them, and writes past one
+  // that lies beyond the stored size are refused, until they are rewritten
+  // whole or truncated away. The state stays in memory while any remain.
+  std::set<uint64_t> lost;
+  Status lost_error;
   bool attr_dirty = false;  // rec differs from the persisted record (mtime, ctime)
 
   // The fingerprints of stored chunks by chunk index, as their extent
