@@ -253,6 +253,21 @@ int RunInfo(const std::string& target, bool json) {
   return 0;
 }
 
+// ---------------------------------------------------------------- sync
+
+// What sync(1) is on a kernel file system: everything written before it,
+// in the kernel's cache and in the daemon, durable. sync(1) and syncfs(2)
+// cannot do it on a FUSE mount (the README says why).
+int RunSync(const std::string& mountpoint) {
+  if (!FindMount(mountpoint)) {
+    return Fail(Status::Errorf(EINVAL, "{} is not a mounted QCFS volume (an unmounted one holds nothing unwritten)",
+                               mountpoint));
+  }
+  auto r = VolumeRequest(mountpoint, {{"op", "sync"}}, true);
+  if (!r.ok()) return Fail(r.status());
+  return 0;
+}
+
 // ---------------------------------------------------------------- trim, resize
 
 int RunTrim(const std::string& target, bool json) {
@@ -498,8 +513,8 @@ int main(int argc, char** argv) {
   // mount.fuse3 runs "qcfs SOURCE MOUNTPOINT -o OPTIONS": treat that as mount.
   std::vector<std::string> args(argv, argv + argc);
   if (std::string_view(argv[0]).ends_with("umount.fuse.qcfs")) return RunUmountHelper(args);
-  static const std::vector<std::string> kCommands = {"mkfs",  "mount",  "umount", "info",
-                                                     "check", "snapshot", "trim", "resize", "benchmark", "help"};
+  static const std::vector<std::string> kCommands = {"mkfs",     "mount", "umount", "info",      "sync",
+                                                     "check",    "snapshot", "trim", "resize", "benchmark", "help"};
   if (args.size() >= 3 && args[1][0] != '-' &&
       std::find(kCommands.begin(), kCommands.end(), args[1]) == kCommands.end()) {
     args.insert(args.begin() + 1, "mount");
@@ -540,6 +555,11 @@ int main(int argc, char** argv) {
   bool in_json = false;
   info->add_option("target", in_target, "Mountpoint, image file or block device")->required();
   info->add_flag("--json", in_json, "Machine-readable output");
+
+  auto* sync = app.add_subcommand(
+      "sync", "Make everything written to a mounted volume durable, also what the kernel still caches");
+  std::string sy_point;
+  sync->add_option("mountpoint", sy_point, "Mounted directory (or its device)")->required();
 
   auto* check = app.add_subcommand(
       "check", "Verify every invariant and checksum of an unmounted volume, or scrub a mounted one");
@@ -636,6 +656,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*info) return RunInfo(in_target, in_json);
+  if (*sync) return RunSync(sy_point);
   if (*check && (ck_scrub || ck_cancel)) {
     if (ck_repair || ck_nodata) {
       fmt::print(stderr, "qcfs: --scrub reads and verifies; --repair and --metadata-only apply to unmounted volumes\n");

@@ -4,11 +4,15 @@
 // content, every synced name change is there, and qcfs check is clean.
 // QCFS_CRASH_ITERATIONS sets the number of kills of each test.
 #include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <random>
@@ -193,6 +197,135 @@ bool Under(const std::string& path, const std::string& dir) {
   }
 }
 
+// Every other way to make a file durable besides fsync: fdatasync,
+// O_DSYNC and O_SYNC writes, msync of a shared mapping, truncation and
+// fallocate (hole punching and extension) each followed by fsync. The
+// manifest gets "W name" before a file is touched and "D name size hash"
+// once the call that makes it durable has returned. Runs until the mount dies.
+[[noreturn]] void SyncCallWorkload(const std::string& mnt, const std::string& manifest, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::ofstream log(manifest, std::ios::app);
+  int mfd = ::open(manifest.c_str(), O_WRONLY | O_APPEND);
+  auto note = [&](const std::string& line) {
+    log << line << "\n";
+    log.flush();
+    ::fsync(mfd);
+  };
+  ::mkdir((mnt + "/s").c_str(), 0755);
+  auto open_new = [&](const std::string& path, int extra) {
+    int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR | extra, 0644);
+    if (fd < 0) _exit(0);
+    return fd;
+  };
+  auto write_all = [&](int fd, const std::string& data) {
+    if (::pwrite(fd, data.data(), data.size(), 0) != static_cast<ssize_t>(data.size())) _exit(0);
+  };
+  for (;;) {
+    const uint64_t op = rng() % 6;
+    const std::string name = "s/f" + std::to_string(op) + "-" + std::to_string(rng() % 8);
+    const std::string path = mnt + "/" + name;
+    std::string data = RandomBytes(4096 + rng() % (400 << 10), rng(), rng() % 2 == 0);
+    note("W " + name + " 0 -");
+    int fd = -1;
+    switch (op) {
+      case 0:  // fdatasync
+        fd = open_new(path, 0);
+        write_all(fd, data);
+        if (::fdatasync(fd) != 0) _exit(0);
+        break;
+      case 1:  // O_DSYNC: each write durable when it returns
+      case 2:  // O_SYNC
+        fd = open_new(path, op == 1 ? O_DSYNC : O_SYNC);
+        write_all(fd, data);
+        break;
+      case 3: {  // a shared mapping, msync(MS_SYNC)
+        fd = open_new(path, 0);
+        if (::ftruncate(fd, static_cast<off_t>(data.size())) != 0) _exit(0);
+        void* map = ::mmap(nullptr, data.size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) _exit(0);
+        std::memcpy(map, data.data(), data.size());
+        if (::msync(map, data.size(), MS_SYNC) != 0) _exit(0);
+        ::munmap(map, data.size());
+        break;
+      }
+      case 4: {  // truncate (shorter or longer) + fsync
+        fd = open_new(path, 0);
+        write_all(fd, data);
+        if (::fsync(fd) != 0) _exit(0);
+        const size_t size = rng() % (data.size() * 2);
+        if (::ftruncate(fd, static_cast<off_t>(size)) != 0 || ::fsync(fd) != 0) _exit(0);
+        data.resize(size, '\0');
+        break;
+      }
+      case 5: {  // fallocate: punch a hole, or extend, + fsync
+        fd = open_new(path, 0);
+        write_all(fd, data);
+        if (::fsync(fd) != 0) _exit(0);
+        if (rng() % 2 == 0) {
+          const size_t off = rng() % data.size(), len = rng() % (data.size() - off) + 1;
+          if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                          static_cast<off_t>(len)) != 0) {
+            _exit(0);
+          }
+          std::fill(data.begin() + static_cast<long>(off), data.begin() + static_cast<long>(off + len), '\0');
+        } else {
+          const size_t more = rng() % (256 << 10) + 1;
+          if (::fallocate(fd, 0, 0, static_cast<off_t>(data.size() + more)) != 0) _exit(0);
+          data.resize(data.size() + more, '\0');
+        }
+        if (::fsync(fd) != 0) _exit(0);
+        break;
+      }
+    }
+    ::close(fd);
+    note("D " + name + " " + std::to_string(data.size()) + " " + Hash(data));
+  }
+}
+
+TEST(Crash, SigkillKeepsWhatEverySyncCallMadeDurable) {
+  MountedVolume v(MountedVolume::Options{.size = 1ull << 30});
+  std::mt19937_64 rng(Seed(99));
+  std::map<std::string, std::pair<size_t, std::string>> want;  // across kills: the last durable state
+  int verified_total = 0;
+  for (int it = 0; it < Iterations(); ++it) {
+    std::string manifest = v.dir().Join("sync-manifest" + std::to_string(it));
+    ::close(::open(manifest.c_str(), O_CREAT | O_WRONLY, 0644));
+    pid_t child = ::fork();
+    if (child == 0) SyncCallWorkload(v.mnt(), manifest, rng());
+    ASSERT_NO_FATAL_FAILURE(KillCheckAndRemount(v, child, static_cast<useconds_t>(300000 + rng() % 700000), it));
+    std::set<std::string> in_flight;
+    std::ifstream in(manifest);
+    std::string kind, name, hash;
+    size_t size;
+    while (in >> kind >> name >> size >> hash) {
+      if (kind == "W") {
+        in_flight.insert(name);
+      } else {
+        in_flight.erase(name);
+        want[name] = {size, hash};
+      }
+    }
+    int verified = 0;
+    for (auto it2 = want.begin(); it2 != want.end();) {
+      if (in_flight.count(it2->first)) {  // rewritten at the kill: anything between
+        it2 = want.erase(it2);
+        continue;
+      }
+      std::string data = ReadFile(v.Path(it2->first));
+      EXPECT_EQ(data.size(), it2->second.first) << "iteration " << it << ": " << it2->first;
+      EXPECT_EQ(Hash(data), it2->second.second) << "iteration " << it << ": " << it2->first;
+      ++verified;
+      ++it2;
+    }
+    EXPECT_GT(verified, 0) << "the workload made no progress";
+    verified_total += verified;
+  }
+  std::printf("sync calls: %d kills, %d durable files verified\n", Iterations(), verified_total);
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  auto check = v.Qcfs("check " + v.image());
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
 // Regression: the fsync-heavy workload below sometimes ran on after the
 // kill; once the dead mount was detached, its next append to "big" (the only
 // file it keeps at the top level) went to the directory underneath,
@@ -237,6 +370,45 @@ TEST(Crash, AWorkloadOutlivingItsDaemonCannotWriteBesideTheMount) {
   ASSERT_EQ(v.Mount().exit_code, 0);
   struct stat st;
   EXPECT_NE(::stat(big.c_str(), &st), 0);
+}
+
+// sync(1) and syncfs(2) make nothing on a FUSE mount durable: the kernel
+// sends the daemon no request for them (only virtiofs servers get
+// FUSE_SYNCFS), and since Linux 6.16 syncfs does not even wait for the
+// writeback it starts on FUSE files. `qcfs sync MOUNTPOINT` is the command
+// that is durable. The daemon here flushes only on request (600 s), so what
+// a SIGKILL keeps is what the sync made durable.
+TEST(Crash, QcfsSyncMakesDurableWhatSyncfsDoesNot) {
+  MountedVolume v(MountedVolume::Options{.mount_args = "-o flush_interval=600"});
+  ASSERT_EQ(::mkdir(v.Path("d").c_str(), 0755), 0);
+  ASSERT_EQ(v.Qcfs("sync " + v.mnt()).exit_code, 0);  // the directory is durable
+  const std::string data = RandomBytes(1 << 20, 11);
+  auto write_open = [&](const std::string& name) {
+    int fd = ::open(v.Path(name).c_str(), O_CREAT | O_WRONLY, 0644);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    return fd;  // left open: close would write the kernel's pages back itself
+  };
+  int plain = write_open("d/after-syncfs");
+  int mfd = ::open(v.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(mfd, 0);
+  ASSERT_EQ(::syncfs(mfd), 0);
+  ::close(mfd);
+  v.KillDaemon();
+  ::close(plain);
+  ASSERT_EQ(v.Mount().exit_code, 0);
+  EXPECT_NE(ReadFile(v.Path("d/after-syncfs")), data) << "syncfs made a FUSE mount durable: update the README";
+
+  int ours = write_open("d/after-qcfs-sync");
+  auto synced = v.Qcfs("sync " + v.mnt());
+  ASSERT_EQ(synced.exit_code, 0) << synced.output;
+  v.KillDaemon();
+  ::close(ours);
+  ASSERT_EQ(v.Mount().exit_code, 0);
+  EXPECT_EQ(ReadFile(v.Path("d/after-qcfs-sync")), data) << "qcfs sync did not make the open file durable";
+  auto not_mounted = v.Qcfs("sync " + v.dir().path());
+  EXPECT_NE(not_mounted.exit_code, 0);
+  EXPECT_NE(not_mounted.output.find("not a mounted QCFS volume"), std::string::npos) << not_mounted.output;
 }
 
 TEST(Crash, SigkillWhileADirectoryTreeChangesKeepsEverySyncedChange) {
