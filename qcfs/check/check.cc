@@ -72,6 +72,7 @@ class Checker {
   Status CheckLinks();
   Status CheckCounters();
   Status CheckSpace();
+  void CheckJournalCopies();
   Status Commit();
 
   Volume* v_;
@@ -683,11 +684,35 @@ Status Checker::CheckSpace() {
     for (auto& e : extents) claim(name, e);
   }
   for (auto& e : space->JournalExtents()) claim("<journal>", e);
+  for (auto& e : space->JournalMirrorExtents()) claim("<journal mirror>", e);
   return Status::Ok();
+}
+
+// Records of the metadata journal that one of its two copies lost: read
+// from the other, so nothing is lost; a read-write mount (repair) writes
+// both copies afresh.
+void Checker::CheckJournalCopies() {
+  const MetaFs::JournalCopies& copies = v_->space()->journal_copies();
+  const std::string then =
+      copies.rewritten ? "; both copies were rewritten" : "; the next read-write mount rewrites both copies";
+  auto records = [](uint64_t n) { return fmt::format("{} record{}", n, n == 1 ? "" : "s"); };
+  if (copies.primary_damaged > 0) {
+    Find("journal-copy",
+         fmt::format("metadata journal: {} repaired from its mirror copy (the primary copy is damaged){}",
+                     records(copies.primary_damaged), then),
+         {}, copies.rewritten);
+  }
+  if (copies.mirror_damaged > 0) {
+    Find("journal-copy",
+         fmt::format("metadata journal: {} damaged in its mirror copy (the primary copy is intact){}",
+                     records(copies.mirror_damaged), then),
+         {}, copies.rewritten);
+  }
 }
 
 Status Checker::Run() {
   if (!v_->space()->rolled_back().empty()) Find("metadata-journal", v_->space()->rolled_back(), {}, true);
+  CheckJournalCopies();
   QCFS_RETURN_IF_ERROR(ScanInodes());
   QCFS_RETURN_IF_ERROR(ScanDirents());
   QCFS_RETURN_IF_ERROR(ScanXattrsAndOrphans());

@@ -17,7 +17,7 @@ constexpr char kRootMagic[8] = {'Q', 'C', 'F', 'S', 'M', 'E', 'T', 'A'};
 constexpr uint64_t kJournalExtent = 1ull << 20;  // journal grows by this much
 constexpr uint64_t kMaxJournalExtent = 64ull << 20;  // no journal extent is larger (a segment at most)
 constexpr uint64_t kRecordOverhead = 4 + 1 + 8 + 8;
-constexpr uint64_t kNextReserve = kRecordOverhead + 16;  // room for a "continue at" record
+constexpr uint64_t kNextReserve = kRecordOverhead + 32;  // room for a "continue at" record (three varints)
 constexpr uint64_t kCompactAt = 8ull << 20;              // journal bytes before a rewrite
 
 enum RecordType : uint8_t {
@@ -138,7 +138,7 @@ Result<std::unique_ptr<MetaFs>> MetaFs::MountReadOnly(Device* device, const Meta
   return fs;
 }
 
-Status MetaFs::WriteRoot(uint64_t generation, const Extent& first, uint64_t synced_records) {
+Status MetaFs::WriteRoot(uint64_t generation, const Extent& first, uint64_t mirror, uint64_t synced_records) {
   std::string block(kBlock, '\0');
   char* p = block.data();
   const uint64_t sequence = ++root_sequence_;
@@ -150,6 +150,10 @@ Status MetaFs::WriteRoot(uint64_t generation, const Extent& first, uint64_t sync
   StoreLE64(p + 48, synced_records);
   StoreLE64(p + 56, sequence);
   StoreLE64(p + 64, XXH3_64bits(p, 64));
+  // The mirror after the first checksum, with its own: a qcfs from before
+  // mirroring reads [0, 72) and the journal's first copy, which is whole.
+  StoreLE64(p + 72, mirror);
+  StoreLE64(p + 80, XXH3_64bits(p, 80));
   // Alternate slots: the other root stays valid while this one is written.
   return device_->Write(layout_.root_offset[sequence % 2], Bytes(block));
 }
@@ -178,10 +182,10 @@ Status MetaFs::StartJournal(uint64_t generation) {
   want = std::min<uint64_t>(want, layout_.segment_size);
   bool was = compacting_;
   compacting_ = true;  // the new journal lists every segment itself
-  auto first_or = AllocateBlocks(want / kBlock, 0);
+  auto first_or = AllocateJournalExtent(want / kBlock, 0);
   compacting_ = was;
   if (!first_or.ok()) return first_or.status();
-  Extent first = *first_or;
+  const auto [first, mirror] = *first_or;
   // Segments in use (the journal's own included, now that it is allocated):
   // 2 bits per segment, skipping spans that are all free.
   for (uint64_t first_seg = 0; first_seg < use_.size(); first_seg += kSegMapSpan) {
@@ -223,23 +227,29 @@ Status MetaFs::StartJournal(uint64_t generation) {
     XXH3_64bits_reset(f->appended);
   }
   if (records.size() + kNextReserve > first.length) {
+    FreeExtent(first);
+    FreeExtent(mirror);
     return Status::Errorf(ENOSPC, "metadata journal state of {} bytes does not fit", records.size());
   }
-  // Write it (zero the rest of its first block) and make it durable before the root points at it.
+  // Write both copies (zero the rest of their first block) and make them
+  // durable before the root points at them.
   std::string out = records;
   out.resize(RoundUp(out.size() + 1, kBlock), '\0');
-  QCFS_RETURN_IF_ERROR(device_->Write(first.offset, Bytes(out)));
+  const IoOp writes[] = {IoOp::Write(first.offset, Bytes(out)), IoOp::Write(mirror.offset, Bytes(out))};
+  QCFS_RETURN_IF_ERROR(device_->Submit(writes));
   QCFS_RETURN_IF_ERROR(device_->Sync());
   // Both roots, one after the other: if one is damaged later, the other
   // still names this generation (the previous one's blocks are reused).
   for (int slot = 0; slot < 2; ++slot) {
-    QCFS_RETURN_IF_ERROR(WriteRoot(generation, first, count));
+    QCFS_RETURN_IF_ERROR(WriteRoot(generation, first, mirror.offset, count));
     QCFS_RETURN_IF_ERROR(device_->Sync());
   }
-  // The old journal's blocks are free once the new roots are durable.
+  // The old journal's blocks (both copies) are free once the new roots are durable.
   for (const Extent& old : journal_) FreeExtent(old);
+  for (const Extent& old : mirror_) FreeExtent(old);
   generation_ = generation;
   journal_ = {first};
+  mirror_ = {mirror};
   journal_records_ = count;
   root_synced_ = count;
   journal_pos_ = first.offset + records.size();
@@ -254,6 +264,7 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
   // The valid root with the higher sequence.
   uint64_t generation = 0, sequence = 0, synced = 0;
   Extent first{0, 0};
+  uint64_t mirror_at = 0;  // the first extent's mirror; 0: the journal has one copy
   int valid = 0;
   for (int slot = 0; slot < 2; ++slot) {
     std::string block(kBlock, '\0');
@@ -263,12 +274,20 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
     if (std::memcmp(p + 32, layout_.uuid.data(), 16) != 0) continue;
     // Generations start at 1 and a mount starts the next one.
     if (LoadLE64(p + 8) == 0 || LoadLE64(p + 8) == UINT64_MAX) continue;
+    // The mirror and its checksum; both zero in a root from before mirroring.
+    uint64_t mirror = 0;
+    if (LoadLE64(p + 80) == XXH3_64bits(p, 80)) {
+      mirror = LoadLE64(p + 72);
+    } else if (LoadLE64(p + 72) != 0 || LoadLE64(p + 80) != 0) {
+      continue;
+    }
     ++valid;
     if (LoadLE64(p + 56) > sequence) {
       sequence = LoadLE64(p + 56);
       generation = LoadLE64(p + 8);
       first = {LoadLE64(p + 16), LoadLE64(p + 24)};
       synced = LoadLE64(p + 48);
+      mirror_at = mirror;
     }
   }
   if (generation == 0) {
@@ -283,14 +302,49 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
     return offset % kBlock == 0 && length % kBlock == 0 && length > 0 && offset >= layout_.data_offset &&
            offset <= area_end && length <= area_end - offset;
   };
-  if (!valid_extent(first.offset, first.length) || first.length > kMaxJournalExtent) {
+  auto overlaps = [](const Extent& a, const Extent& b) {
+    return a.offset < b.offset + b.length && b.offset < a.offset + a.length;
+  };
+  const bool mirrored = mirror_at != 0;
+  if (!valid_extent(first.offset, first.length) || first.length > kMaxJournalExtent ||
+      (mirrored && (!valid_extent(mirror_at, first.length) || overlaps(first, {mirror_at, first.length})))) {
     return Status::Error(EUCLEAN, "the metadata root points outside the device");
   }
+  // Reads one copy of a journal extent. With two copies, blocks of one that
+  // cannot be read are left zero (their records do not verify, and the
+  // other copy's are taken); with one, a read error fails the mount.
+  auto read_copy = [&](const Extent& e, std::string* out) -> Status {
+    out->assign(e.length, '\0');
+    Status read = device_->Read(e.offset, Bytes(*out));
+    if (read.ok() || !mirrored) return read;
+    Log(LogLevel::kWarning, "metadata journal at {}: {}; reading it block by block", e.offset, read.ToString());
+    for (uint64_t at = 0; at < e.length; at += kBlock) {
+      std::span<std::byte> block = Bytes(*out).subspan(at, kBlock);
+      if (!device_->Read(e.offset + at, block).ok()) std::fill(block.begin(), block.end(), std::byte{0});
+    }
+    return Status::Ok();
+  };
   generation_ = generation;
   journal_ = {first};
+  mirror_.clear();
+  if (mirrored) mirror_.push_back({mirror_at, first.length});
+  copies_ = JournalCopies{};
+  copies_.mirrored = mirrored;
   Extent current = first;
-  std::string buf(current.length, '\0');
-  QCFS_RETURN_IF_ERROR(device_->Read(current.offset, Bytes(buf)));
+  std::string buf, mbuf;  // the extent being replayed: primary and mirror
+  QCFS_RETURN_IF_ERROR(read_copy(current, &buf));
+  if (mirrored) QCFS_RETURN_IF_ERROR(read_copy(mirror_.back(), &mbuf));
+  // The size of the record at `at` of one copy when it verifies, else 0.
+  const uint64_t seed = Seed(layout_.uuid);
+  auto verifies = [&](const std::string& b, uint64_t at) -> uint64_t {
+    if (at + kRecordOverhead > b.size()) return 0;
+    const char* p = b.data() + at;
+    const uint32_t len = LoadLE32(p);
+    if (at + kRecordOverhead + len > b.size()) return 0;
+    if (LoadLE64(p + 5) != generation) return 0;
+    if (LoadLE64(p + 13 + len) != XXH3_64bits_withSeed(p, 13 + len, seed)) return 0;
+    return kRecordOverhead + len;
+  };
   uint64_t pos = 0;
   uint64_t records = 0;
   struct Appended {
@@ -299,14 +353,25 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
   };
   std::map<uint64_t, std::vector<Appended>> unverified;  // file id -> appends no completed sync covers
   for (;;) {
-    if (pos + kRecordOverhead > buf.size()) break;
+    uint64_t size = verifies(buf, pos);
+    if (mirrored) {
+      // Both copies hold the same bytes at the same place. Past the records
+      // the root counts, one copy may lack a record that was being written
+      // at a power cut: not damage.
+      const uint64_t mirror_size = verifies(mbuf, pos);
+      const bool durable = records < synced;
+      if (size == 0 && mirror_size != 0) {
+        buf.replace(pos, mirror_size, mbuf, pos, mirror_size);  // replay (and the tail) read buf
+        size = mirror_size;
+        if (durable) ++copies_.primary_damaged;
+      } else if (size != 0 && durable && (mirror_size != size || mbuf.compare(pos, size, buf, pos, size) != 0)) {
+        ++copies_.mirror_damaged;
+      }
+    }
+    if (size == 0) break;  // the end, or a torn write (in both copies)
     const char* p = buf.data() + pos;
-    uint32_t len = LoadLE32(p);
-    if (pos + kRecordOverhead + len > buf.size()) break;
-    uint8_t type = static_cast<uint8_t>(p[4]);
-    if (LoadLE64(p + 5) != generation) break;
-    uint64_t sum = LoadLE64(p + 13 + len);
-    if (sum != XXH3_64bits_withSeed(p, 13 + len, Seed(layout_.uuid))) break;
+    const uint32_t len = LoadLE32(p);
+    const uint8_t type = static_cast<uint8_t>(p[4]);
     Decoder d(std::string_view(p + 13, len));
     bool ok = true;
     switch (type) {
@@ -402,17 +467,27 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
         break;
       }
       case kJournalNext: {
-        uint64_t off, length;
+        // varint offset, varint length, and in a mirrored journal the mirror's varint offset.
+        uint64_t off, length, moff = 0;
         ok = d.Varint(&off) && d.Varint(&length) && valid_extent(off, length) && length <= kMaxJournalExtent;
+        if (ok && mirrored) {
+          ok = d.Varint(&moff) && valid_extent(moff, length) && !overlaps({off, length}, {moff, length});
+        }
         // The journal never continues into itself (replay would loop).
         for (size_t i = 0; ok && i < journal_.size(); ++i) {
-          ok = off + length <= journal_[i].offset || off >= journal_[i].offset + journal_[i].length;
+          ok = !overlaps({off, length}, journal_[i]) && (!mirrored || !overlaps({moff, length}, journal_[i]));
+        }
+        for (size_t i = 0; ok && i < mirror_.size(); ++i) {
+          ok = !overlaps({off, length}, mirror_[i]) && !overlaps({moff, length}, mirror_[i]);
         }
         if (ok) {
           current = {off, length};
           journal_.push_back(current);
-          buf.assign(current.length, '\0');
-          QCFS_RETURN_IF_ERROR(device_->Read(current.offset, Bytes(buf)));
+          QCFS_RETURN_IF_ERROR(read_copy(current, &buf));
+          if (mirrored) {
+            mirror_.push_back({moff, length});
+            QCFS_RETURN_IF_ERROR(read_copy(mirror_.back(), &mbuf));
+          }
           pos = 0;
           ++records;
           continue;
@@ -434,9 +509,9 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
   if (records < synced) {
     if (!roll_back) {
       return Status::Errorf(EUCLEAN,
-                            "the metadata journal is damaged: it ends at record {} but {} were durable; run qcfs check "
-                            "--repair to roll the metadata back to record {} (later changes are lost)",
-                            records, synced, records);
+                            "the metadata journal is damaged{}: it ends at record {} but {} were durable; run qcfs "
+                            "check --repair to roll the metadata back to record {} (later changes are lost)",
+                            mirrored ? " in both its copies" : "", records, synced, records);
     }
     Log(LogLevel::kError, "the metadata journal is damaged after record {} of {}: rolling back to it", records, synced);
     rolled_back_ = fmt::format("the metadata journal was damaged after record {} of {}; rolled back to it", records,
@@ -473,16 +548,28 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
     if (use_[s] == SegmentUse::kMeta) use_[s] = SegmentUse::kFree;
   }
   for (const Extent& j : journal_) MarkUsed(j);
+  for (const Extent& j : mirror_) MarkUsed(j);
   for (auto& [id, f] : files_) {
     for (const Extent& x : f->extents) MarkUsed(x);
   }
   for (auto& [seg, m] : meta_) use_[seg] = SegmentUse::kMeta;
   RecountUse();
   qcfs::Log(LogLevel::kDebug, "metadata journal: generation {}, {} records, {} files", generation_, records, files_.size());
+  if (copies_.primary_damaged > 0) {
+    Log(LogLevel::kWarning, "metadata journal: {} record(s) repaired from its mirror copy{}", copies_.primary_damaged,
+        read_only ? "" : "; both copies are rewritten now");
+  }
+  if (copies_.mirror_damaged > 0) {
+    Log(LogLevel::kWarning, "metadata journal: {} record(s) of its mirror copy are damaged{}", copies_.mirror_damaged,
+        read_only ? "" : "; both copies are rewritten now");
+  }
   if (read_only) return Status::Ok();
   root_synced_ = synced;
-  // Start the next journal generation: the replayed tail may end in a torn record.
-  return StartJournal(generation_ + 1);
+  // Start the next journal generation: the replayed tail may end in a torn
+  // record, and one copy may be damaged; the new one writes both afresh.
+  QCFS_RETURN_IF_ERROR(StartJournal(generation_ + 1));
+  copies_.rewritten = true;
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------- journal
@@ -491,17 +578,20 @@ Status MetaFs::Journal(uint8_t type, const std::string& payload) {
   if (read_only_) return Status::Error(EROFS, "metadata is open read-only");
   std::string r = EncodeRecord(type, generation_, payload, Seed(layout_.uuid));
   if (journal_pos_ + r.size() + kNextReserve > journal_end_) {
-    // Chain a new extent; the "continue at" record fills the old one's end.
-    QCFS_ASSIGN_OR_RETURN(Extent next, AllocateBlocks(kJournalExtent / kBlock, journal_end_));
+    // Chain a new extent (and its mirror); the "continue at" record fills the old one's end.
+    QCFS_ASSIGN_OR_RETURN(auto pair, AllocateJournalExtent(kJournalExtent / kBlock, journal_end_));
+    const auto [next, mirror] = pair;
     std::string p;
     Encoder e(&p);
     e.Varint(next.offset);
     e.Varint(next.length);
+    if (!mirror_.empty()) e.Varint(mirror.offset);
     tail_.append(EncodeRecord(kJournalNext, generation_, p, Seed(layout_.uuid)));
-    QCFS_RETURN_IF_ERROR(device_->Write(tail_offset_, Bytes(tail_)));
+    QCFS_RETURN_IF_ERROR(WriteTail());
     ++journal_records_;
     journal_bytes_ += journal_end_ - journal_pos_;
     journal_.push_back(next);
+    if (!mirror_.empty()) mirror_.push_back(mirror);
     journal_pos_ = next.offset;
     journal_end_ = next.offset + next.length;
     tail_offset_ = next.offset;
@@ -509,8 +599,7 @@ Status MetaFs::Journal(uint8_t type, const std::string& payload) {
   }
   tail_.append(r);
   // Rewrites the journal's last block with the new record (4 KiB writes are atomic).
-  std::string out = tail_;
-  QCFS_RETURN_IF_ERROR(device_->Write(tail_offset_, Bytes(out)));
+  QCFS_RETURN_IF_ERROR(WriteTail());
   ++journal_records_;
   journal_pos_ += r.size();
   journal_bytes_ += r.size();
@@ -520,6 +609,29 @@ Status MetaFs::Journal(uint8_t type, const std::string& payload) {
     tail_offset_ = keep_from;
   }
   return Status::Ok();
+}
+
+Status MetaFs::WriteTail() {
+  // The device may reorder the two writes (and lose either at a power cut)
+  // until the next sync; replay takes whichever copy of a record verifies.
+  std::vector<IoOp> ops{IoOp::Write(tail_offset_, AsBytes(tail_))};
+  if (!mirror_.empty()) {
+    ops.push_back(IoOp::Write(tail_offset_ - journal_.back().offset + mirror_.back().offset, AsBytes(tail_)));
+  }
+  return device_->Submit(ops);
+}
+
+Result<std::pair<MetaFs::Extent, MetaFs::Extent>> MetaFs::AllocateJournalExtent(uint64_t blocks, uint64_t near) {
+  QCFS_ASSIGN_OR_RETURN(Extent primary, AllocateBlocks(blocks, near));
+  // The mirror in another segment: a segment lost whole leaves one copy.
+  const uint64_t mirror_near = mirror_.empty() ? 0 : mirror_.back().offset + mirror_.back().length;
+  const auto segment = static_cast<int64_t>((primary.offset - layout_.data_offset) / layout_.segment_size);
+  auto mirror = AllocateBlocks(primary.length / kBlock, mirror_near, segment);
+  if (!mirror.ok()) {
+    FreeExtent(primary);
+    return mirror.status();
+  }
+  return std::pair{primary, *mirror};
 }
 
 Status MetaFs::MaybeCompact() {
@@ -569,7 +681,7 @@ Result<uint32_t> MetaFs::TakeFreeSegment() {
   return Status::Error(ENOSPC, "no free segment left");
 }
 
-Result<MetaFs::Extent> MetaFs::AllocateBlocks(uint64_t blocks, uint64_t near) {
+Result<MetaFs::Extent> MetaFs::AllocateBlocks(uint64_t blocks, uint64_t near, int64_t avoid) {
   const uint64_t per_segment = layout_.segment_size / kBlock;
   blocks = std::min(blocks, per_segment);
   auto try_segment = [&](uint32_t seg, MetaSegment& m, uint64_t start_block) -> std::optional<Extent> {
@@ -592,7 +704,7 @@ Result<MetaFs::Extent> MetaFs::AllocateBlocks(uint64_t blocks, uint64_t near) {
     auto seg = static_cast<uint32_t>(rel / layout_.segment_size);
     auto it = meta_.find(seg);
     uint64_t b = (rel % layout_.segment_size) / kBlock;
-    if (it != meta_.end() && b < per_segment && !(it->second.bits[b / 64] & (1ull << (b % 64)))) {
+    if (it != meta_.end() && seg != avoid && b < per_segment && !(it->second.bits[b / 64] & (1ull << (b % 64)))) {
       if (auto e = try_segment(seg, it->second, b); e && e->offset == near) return *e;
       if (auto e = try_segment(seg, it->second, b)) {
         // Not adjacent after all: give it back and search normally.
@@ -605,7 +717,7 @@ Result<MetaFs::Extent> MetaFs::AllocateBlocks(uint64_t blocks, uint64_t near) {
     }
   }
   for (auto& [seg, m] : meta_) {
-    if (per_segment - m.used < blocks) continue;
+    if (per_segment - m.used < blocks || seg == avoid) continue;
     if (auto e = try_segment(seg, m, 0)) return *e;
   }
   QCFS_ASSIGN_OR_RETURN(uint32_t seg, TakeFreeSegment());
@@ -905,7 +1017,8 @@ Status MetaFs::Sync() {
   // device (the root becomes durable with a later sync; until then replay
   // checks the appended bytes, and cannot tell damage from a crash there).
   if (generation == generation_ && covered > root_synced_) {
-    QCFS_RETURN_IF_ERROR(WriteRoot(generation_, journal_.front(), covered));
+    const uint64_t mirror = mirror_.empty() ? 0 : mirror_.front().offset;
+    QCFS_RETURN_IF_ERROR(WriteRoot(generation_, journal_.front(), mirror, covered));
     root_synced_ = covered;
   }
   // Freed blocks are reusable now that their freeing is durable.
@@ -938,6 +1051,11 @@ std::map<std::string, std::vector<MetaFs::Extent>> MetaFs::FileExtents() const {
 std::vector<MetaFs::Extent> MetaFs::JournalExtents() const {
   std::lock_guard lock(mu_);
   return journal_;
+}
+
+std::vector<MetaFs::Extent> MetaFs::JournalMirrorExtents() const {
+  std::lock_guard lock(mu_);
+  return mirror_;
 }
 
 // ---------------------------------------------------------------- File

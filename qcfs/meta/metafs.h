@@ -8,8 +8,17 @@
 // journal of checksummed records. One of two root blocks (the one with the
 // higher generation) points at the journal's first extent; the journal
 // chains further extents with "continue at" records and is rewritten
-// compactly (a new generation) when it has grown large. Replay stops at the
-// first record that does not verify: the journal's end, or a torn write.
+// compactly (a new generation) when it has grown large.
+//
+// The journal is kept twice: every extent has a mirror extent of the same
+// length in another metadata segment, and every record is written at the
+// same position in both. Replay reads both copies record by record and
+// takes the one that verifies; it stops where neither does: the journal's
+// end, or a torn write. Damage to one copy of a record a sync made durable
+// loses nothing (it is counted in journal_copies(); a read-write mount
+// starts a new generation, which rewrites both copies). Only damage to both
+// copies refuses the mount. A journal written before mirroring (its root
+// names no mirror) is read from its one copy; the next generation has two.
 //
 // Durability: every record is written to the device as it is made; a device
 // sync (Sync(), or any sync of the shared device) makes it durable. A
@@ -17,7 +26,8 @@
 // RocksDB synced survives a power cut or a killed process, and what it only
 // flushed may not (as RocksDB expects of a machine crash). Blocks freed by
 // deleting a file are reused only after the next sync. The device is
-// assumed to write a 4 KiB block atomically.
+// assumed to write a 4 KiB block atomically; where it does not (a torn
+// write), or a block decays, the journal's other copy holds its records.
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -100,6 +110,18 @@ class MetaFs {
   MetaFsUsage Usage() const;
   // What a Damage::kRollBack mount rolled back (empty when nothing was).
   const std::string& rolled_back() const { return rolled_back_; }
+  // What replay found of the journal's two copies. Only records a sync made
+  // durable (those the root counts) are counted: past them one copy may
+  // lack a record because the power went while it was written.
+  struct JournalCopies {
+    bool mirrored = false;              // the replayed journal had two copies
+    uint64_t primary_damaged = 0;       // records read from the mirror: the primary's did not verify
+    uint64_t mirror_damaged = 0;        // records whose mirror copy did not verify (or differed)
+    bool rewritten = false;             // a read-write mount wrote both copies afresh since
+    uint64_t damaged() const { return primary_damaged + mirror_damaged; }
+  };
+  // Set by the mount, never changed after it.
+  const JournalCopies& journal_copies() const { return copies_; }
   uint64_t segment_count() const;
   // Every segment's use (for check).
   std::vector<SegmentUse> SegmentUses() const;
@@ -127,6 +149,10 @@ class MetaFs {
   };
   std::map<std::string, std::vector<Extent>> FileExtents() const;
   std::vector<Extent> JournalExtents() const;
+  // The mirror copy's extents, one per journal extent at the same index
+  // (empty for a journal with one copy: read-only on a volume from before
+  // mirroring).
+  std::vector<Extent> JournalMirrorExtents() const;
 
  private:
   struct FileState;
@@ -136,9 +162,14 @@ class MetaFs {
   Status StartJournal(uint64_t generation);
   // Appends one record to the journal (mu_ held).
   Status Journal(uint8_t type, const std::string& payload);
+  // Writes the journal's current block (tail_) to both copies.
+  Status WriteTail();
+  // A new extent of `blocks` for the journal, and its mirror in another segment.
+  Result<std::pair<Extent, Extent>> AllocateJournalExtent(uint64_t blocks, uint64_t near);
   Status MaybeCompact();
-  // Allocation of 4 KiB blocks in metadata segments (mu_ held).
-  Result<Extent> AllocateBlocks(uint64_t blocks, uint64_t near);
+  // Allocation of 4 KiB blocks in metadata segments (mu_ held), never in
+  // segment `avoid` (-1: anywhere).
+  Result<Extent> AllocateBlocks(uint64_t blocks, uint64_t near, int64_t avoid = -1);
   void FreeExtent(const Extent& e);
   void MarkUsed(const Extent& e);
   Status SetUse(uint32_t segment, SegmentUse use);
@@ -147,8 +178,9 @@ class MetaFs {
   Result<uint32_t> TakeFreeSegment();
   void ReleaseEmptyMetaSegments();
   void DropFile(uint64_t id);  // mu_ held: frees its blocks once unused
-  // Writes the next root (alternating slots; not synced).
-  Status WriteRoot(uint64_t generation, const Extent& first, uint64_t synced_records);
+  // Writes the next root (alternating slots; not synced). `mirror` is the
+  // offset of the first extent's mirror.
+  Status WriteRoot(uint64_t generation, const Extent& first, uint64_t mirror, uint64_t synced_records);
 
   friend class File;
   Device* const device_;
@@ -173,6 +205,7 @@ class MetaFs {
   // The journal.
   uint64_t generation_ = 0;
   std::vector<Extent> journal_;  // extents of the current generation
+  std::vector<Extent> mirror_;   // their mirrors, index for index (empty: one copy)
   uint64_t journal_pos_ = 0;     // device offset of the next record
   uint64_t journal_end_ = 0;     // end of the current extent
   uint64_t journal_bytes_ = 0;
@@ -180,6 +213,7 @@ class MetaFs {
   uint64_t root_sequence_ = 0;    // of the last root written
   uint64_t root_synced_ = 0;      // records the last root says a sync covered
   std::string rolled_back_;       // set once by Replay
+  JournalCopies copies_;          // set once by Replay and the mount's new generation
   std::string tail_;             // bytes of the journal's current block, before journal_pos_
   uint64_t tail_offset_ = 0;     // device offset of tail_[0] (block aligned)
   bool compacting_ = false;

@@ -314,12 +314,13 @@ TEST_F(FaultTest, BitFlipsInStoredDataAreEioAndCheckFindings) {
 
 // Flips in the metadata (RocksDB's files, the journal, the roots): the
 // volume refuses to open with a clear error, or opens and every read is
-// right or an error. Never different bytes.
+// right or an error. Never different bytes. A flip in either copy of the
+// journal or in one root never refuses it: the other copy holds the bytes.
 TEST_F(FaultTest, BitFlipsInMetadataNeverGiveWrongData) {
   const uint64_t rounds = EnvOr("QCFS_FAULT_ROUNDS", 24);
   std::mt19937_64 rng(EnvOr("QCFS_FAULT_SEED", 13));
-  // The bytes in use: each file's up to its size, the journal's records,
-  // the two roots.
+  // The bytes in use: each file's up to its size, the journal's records
+  // (both copies), the two roots.
   std::vector<MetaFs::Extent> extents;
   std::vector<std::string> owners;
   {
@@ -333,12 +334,15 @@ TEST_F(FaultTest, BitFlipsInMetadataNeverGiveWrongData) {
         left -= std::min(left, e.length);
       }
     }
-    uint64_t journal = v->space()->Usage().journal_bytes;
-    for (const auto& e : v->space()->JournalExtents()) {
-      if (journal == 0) break;
-      owners.push_back("<journal>");
-      extents.push_back({e.offset, std::min(journal, e.length)});
-      journal -= std::min(journal, e.length);
+    for (const auto& [owner, copy] : {std::pair{"<journal>", v->space()->JournalExtents()},
+                                      std::pair{"<journal mirror>", v->space()->JournalMirrorExtents()}}) {
+      uint64_t journal = v->space()->Usage().journal_bytes;
+      for (const auto& e : copy) {
+        if (journal == 0) break;
+        owners.push_back(owner);
+        extents.push_back({e.offset, std::min(journal, e.length)});
+        journal -= std::min(journal, e.length);
+      }
     }
     owners.push_back("<roots>");
     extents.push_back({Superblock::kMetaRootOffset, 8192});
@@ -360,6 +364,8 @@ TEST_F(FaultTest, BitFlipsInMetadataNeverGiveWrongData) {
     if (!v.ok()) {
       ++refused;
       EXPECT_FALSE(v.status().message().empty());
+      const bool one_copy_of_two = owners[pick].starts_with("<journal") || owners[pick] == "<roots>";
+      EXPECT_FALSE(one_copy_of_two) << "one damaged copy refused the mount: " << v.status().ToString();
     } else {
       ++opened;
       reads_failed += ReadEverything(v->get()).size();
@@ -376,25 +382,58 @@ TEST_F(FaultTest, BitFlipsInMetadataNeverGiveWrongData) {
   EXPECT_TRUE(Check(false).clean());
 }
 
-// Damage inside the journal's synced records: the mount refuses (rolling
-// back silently would lose synced changes) and says what to run; check
-// --repair rolls back to the last intact record and leaves a consistent
-// volume whose reads are right or errors.
-TEST_F(FaultTest, DamagedJournalIsRefusedUntilRepairRollsItBack) {
-  MetaFs::Extent journal{};
+// Damage inside the journal's synced records, in one copy: the mount reads
+// the other and loses nothing; check reports it and repair rewrites both.
+TEST_F(FaultTest, JournalDamagedInOneCopyLosesNothing) {
+  for (int copy = 0; copy < 2; ++copy) {
+    SCOPED_TRACE(copy == 0 ? "primary" : "mirror");
+    MetaFs::Extent journal{};
+    uint64_t journal_bytes = 0;
+    {
+      auto v = Open(true);
+      journal = copy == 0 ? v->space()->JournalExtents().front() : v->space()->JournalMirrorExtents().front();
+      journal_bytes = v->space()->Usage().journal_bytes;
+    }
+    ASSERT_GT(journal_bytes, 64u);
+    FlipBit(journal.offset + std::min(journal.length, journal_bytes) * 3 / 4, 3);
+    {
+      auto v = Open(true);
+      ASSERT_TRUE(v);
+      EXPECT_TRUE(ReadEverything(v.get()).empty());
+      EXPECT_EQ(v->space()->journal_copies().damaged(), 1u);
+    }
+    CheckReport found = Check(false);
+    ASSERT_EQ(found.findings.size(), 1u) << Describe(found);
+    EXPECT_EQ(found.findings[0].kind, "journal-copy");
+    CheckReport repaired = Check(true);
+    EXPECT_EQ(repaired.unrepaired(), 0u) << Describe(repaired);
+    EXPECT_TRUE(Check(false).clean()) << Describe(Check(false));
+  }
+}
+
+// Damage inside the journal's synced records, the same record in both
+// copies: the mount refuses (rolling back silently would lose synced
+// changes) and says what to run; check --repair rolls back to the last
+// intact record and leaves a consistent volume whose reads are right or
+// errors.
+TEST_F(FaultTest, JournalDamagedInBothCopiesIsRefusedUntilRepairRollsItBack) {
+  std::vector<MetaFs::Extent> copies;
   uint64_t journal_bytes = 0;
   {
     auto v = Open(true);
-    journal = v->space()->JournalExtents().front();
+    copies = {v->space()->JournalExtents().front(), v->space()->JournalMirrorExtents().front()};
     journal_bytes = v->space()->Usage().journal_bytes;
   }
   ASSERT_GT(journal_bytes, 64u);
-  FlipBit(journal.offset + std::min(journal.length, journal_bytes) * 3 / 4, 3);
+  for (const MetaFs::Extent& journal : copies) {
+    FlipBit(journal.offset + std::min(journal.length, journal_bytes) * 3 / 4, 3);
+  }
   VolumeOptions vo;
   vo.read_only = true;
   auto refused = Volume::OpenOn(std::make_unique<LentDevice>(&dev_), vo);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), EUCLEAN) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("both its copies"), std::string::npos) << refused.status().ToString();
   EXPECT_NE(refused.status().message().find("qcfs check --repair"), std::string::npos)
       << refused.status().ToString();
 

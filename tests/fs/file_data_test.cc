@@ -392,7 +392,9 @@ TEST(FileData, FullVolumeGivesEnospcAndRecoversAfterDelete) {
     if (last.ok()) ++written;
   }
   EXPECT_EQ(last.code(), ENOSPC) << last.ToString();
-  EXPECT_GT(written, 20);
+  // Of its eleven 4 MiB segments, metadata takes two at least (the
+  // journal's two copies lie in different segments) and data keeps two free.
+  EXPECT_GT(written, 16);
   // Everything written before stays readable.
   EXPECT_EQ(v.ReadAll(v->Lookup(kRootIno, "f0")->ino), RandomBytes(1 << 20, 1000));
   for (int i = 0; i < written / 2; ++i) ASSERT_TRUE(v->Unlink(kRootIno, fmt::format("f{}", i)).ok());
