@@ -89,6 +89,12 @@ class DirtyLimitTuner {
     if (policy_.OnWrite(length)) Apply();
   }
 
+  // The share of the system's dirty threshold the current mode lets the
+  // kernel hold, in percent.
+  uint32_t share() const {
+    return policy_.mode() == WritebackPolicy::Mode::kAbsorb ? 100 : policy_.options().stream_max_ratio;
+  }
+
   // While held (a nearly full volume's cap is in force) the policy's modes
   // are not applied; releasing applies the current one.
   void Hold(bool held) {
@@ -205,6 +211,11 @@ Status Serve(const MountRequest& req, int ready_fd) {
     }
   }
   if (bdi) {
+    const auto limit = config.dirty_limit;
+    server->DirtyShare([t = tuner, limit]() -> uint32_t {
+      if (t != nullptr) return t->share();
+      return limit == MountConfig::DirtyLimit::kFuse ? 1 : 100;
+    });
     // A nearly full volume caps what the kernel may cache for it (SpaceGuard).
     server->OnDirtyCap([bdi = *bdi, t = tuner, limit = config.dirty_limit](uint64_t cap) {
       if (cap > 0) {

@@ -8,6 +8,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <exception>
@@ -641,6 +642,12 @@ void FuseServer::Negotiate(fuse_conn_info* conn) {
   if (writeback) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   writeback_cache_ = writeback;
+  {
+    // Before the first write can arrive, the guard looks at the room.
+    std::lock_guard lock(inval_mu_);
+    tick_now_ = true;
+  }
+  inval_cv_.notify_one();
   conn->max_write = 1 << 20;
   conn->max_read = 0;
   // The kernel lowers the mount's read-ahead to this when INIT is answered,
@@ -764,11 +771,19 @@ void FuseServer::WaitForInvalidations() {
 }
 
 double FuseServer::AttrTimeout(uint32_t mode) const {
-  return S_ISREG(mode) && space_guard_.tight() ? 0.0 : config_.attr_timeout;
+  return S_ISREG(mode) && space_guard_.gated() ? 0.0 : config_.attr_timeout;
 }
 
-bool FuseServer::AdmitCachedWrite() const {
-  return !space_guard_.tight() || space_guard_.Admit(volume_->AvailableBytes());
+bool FuseServer::AdmitCachedWrite() {
+  for (int ticks = 0;; ++ticks) {
+    const SpaceGuard::Verdict v = space_guard_.Admit(volume_->AvailableBytes());
+    if (v != SpaceGuard::Verdict::kWait) return v == SpaceGuard::Verdict::kAdmit;
+    if (ticks == 2) return true;  // what the kernel held beyond the cap has had two ticks to drain
+    std::unique_lock lock(inval_mu_);
+    const uint64_t seen = space_ticks_;
+    inval_done_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return inval_stop_ || space_ticks_ != seen; });
+    if (inval_stop_) return true;
+  }
 }
 
 void FuseServer::OpenedForWriting(uint64_t ino, int delta) {
@@ -780,22 +795,23 @@ void FuseServer::OpenedForWriting(uint64_t ino, int delta) {
 
 void FuseServer::SpaceTick() {
   if (!writeback_cache_.load() || volume_->read_only()) return;
-  uint64_t threshold_pages = 0;
+  uint64_t threshold = 0, dirty = 0;
   {
     std::ifstream in("/proc/vmstat");
     std::string name;
     uint64_t value = 0;
     while (in >> name >> value) {
-      if (name == "nr_dirty_threshold") {
-        threshold_pages = value;
-        break;
-      }
+      if (name == "nr_dirty" || name == "nr_writeback") dirty += value;
+      else if (name == "nr_dirty_threshold") threshold = value;
     }
   }
-  if (threshold_pages == 0) return;
+  if (threshold == 0) return;
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  SpaceGuard::Change c = space_guard_.Tick(volume_->AvailableBytes(), threshold_pages * page);
-  if (c.entered) {
+  const uint32_t share = dirty_share_ ? std::clamp<uint32_t>(dirty_share_(), 1, 100) : 100;
+  const uint64_t limit = threshold * page / 100 * share;
+  SpaceGuard::Change c = space_guard_.Tick(volume_->AvailableBytes(), limit, dirty * page);
+  if (dirty_cap_handler_ && (c.recap || c.uncap)) dirty_cap_handler_(space_guard_.cap());
+  if (c.gated) {
     Log(LogLevel::kInfo, "volume nearly full: the kernel may cache at most {} of writes, and write(2) fails with "
         "ENOSPC once the rest would not fit", FormatSize(space_guard_.cap()));
     std::vector<uint64_t> writers;
@@ -806,20 +822,24 @@ void FuseServer::SpaceTick() {
     // Their cached attributes would let writes skip the check.
     for (uint64_t ino : writers) InvalidateAttr(ino);
   }
-  if (dirty_cap_handler_ && (c.recap || c.left)) dirty_cap_handler_(c.left ? 0 : space_guard_.cap());
-  if (c.left) Log(LogLevel::kInfo, "volume has room again: writes are cached as usual");
 }
 
 void FuseServer::InvalidationLoop() {
+  // Between invalidations, and at least every 250 ms, the space guard's tick.
+  constexpr auto kTick = std::chrono::milliseconds(250);
+  auto next_tick = std::chrono::steady_clock::now();
   std::unique_lock lock(inval_mu_);
   for (;;) {
-    const bool woken = inval_cv_.wait_for(lock, std::chrono::milliseconds(250),
-                                          [&] { return inval_stop_ || !inval_queue_.empty(); });
+    inval_cv_.wait_until(lock, next_tick, [&] { return inval_stop_ || !inval_queue_.empty() || tick_now_; });
     if (inval_stop_) return;
-    if (!woken) {
+    if (tick_now_ || std::chrono::steady_clock::now() >= next_tick) {
+      tick_now_ = false;
       lock.unlock();
       SpaceTick();
       lock.lock();
+      ++space_ticks_;
+      inval_done_cv_.notify_all();
+      next_tick = std::chrono::steady_clock::now() + kTick;
       continue;
     }
     Invalidation inval = std::move(inval_queue_.front());

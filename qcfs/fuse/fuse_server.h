@@ -77,11 +77,16 @@ class FuseServer {
   // 0 when it is not any more (the daemon's own limits apply again).
   // REQUIRES: set before Run().
   void OnDirtyCap(std::function<void(uint64_t)> handler) { dirty_cap_handler_ = std::move(handler); }
+  // The share of the system's dirty threshold, in percent, that the
+  // daemon's own dirty limit lets the kernel hold for the mount now (100
+  // when unset). REQUIRES: set before Run(); cheap and thread-safe.
+  void DirtyShare(std::function<uint32_t()> share) { dirty_share_ = std::move(share); }
   // The attribute timeout for replies about an inode of this mode: none for
   // regular files while the volume is nearly full (SpaceGuard).
   double AttrTimeout(uint32_t mode) const;
-  // Whether a write the kernel is about to cache may go ahead (SpaceGuard).
-  bool AdmitCachedWrite() const;
+  // Whether a write the kernel is about to cache may go ahead (SpaceGuard);
+  // may wait up to two of the guard's ticks.
+  bool AdmitCachedWrite();
   // A handle open for writing on `ino` was opened (+1) or released (-1).
   void OpenedForWriting(uint64_t ino, int delta);
 
@@ -101,6 +106,7 @@ class FuseServer {
   MountConfig config_;
   std::function<void(size_t)> write_observer_;
   std::function<void(uint64_t)> dirty_cap_handler_;
+  std::function<uint32_t()> dirty_share_;
   SpaceGuard space_guard_;
   std::mutex writers_mu_;  // guards open_writers_
   std::unordered_map<uint64_t, int> open_writers_;  // inode -> handles open for writing
@@ -115,11 +121,14 @@ class FuseServer {
   };
   void Queue(Invalidation inval);
 
-  std::mutex inval_mu_;  // guards inval_queue_, inval_stop_, inval_queued_, inval_done_
+  // guards inval_queue_, inval_stop_, inval_queued_, inval_done_, tick_now_, space_ticks_
+  std::mutex inval_mu_;
   std::condition_variable inval_cv_;
   std::condition_variable inval_done_cv_;
   std::deque<Invalidation> inval_queue_;
   bool inval_stop_ = false;
+  bool tick_now_ = false;     // run the space guard's tick at once (set at FUSE_INIT)
+  uint64_t space_ticks_ = 0;  // the space guard's ticks so far (inval_done_cv_ signals each)
   uint64_t inval_queued_ = 0;  // invalidations ever queued
   uint64_t inval_done_ = 0;    // of those, delivered to the kernel
   std::thread inval_thread_;

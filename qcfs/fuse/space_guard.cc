@@ -4,36 +4,44 @@
 
 namespace qcfs {
 
-SpaceGuard::Change SpaceGuard::Tick(uint64_t available, uint64_t system_dirty_limit) {
+SpaceGuard::Change SpaceGuard::Tick(uint64_t available, uint64_t kernel_limit, uint64_t kernel_dirty) {
   Change change;
-  const bool was = tight_.load();
-  const uint64_t margin = options_.write_margin;
-  bool now = was;
-  if (!was && available < 2 * system_dirty_limit + margin) now = true;
-  if (was && available > 3 * system_dirty_limit + margin) now = false;
   const uint64_t before = cap_.load();
-  if (now) {
-    const uint64_t cap = std::clamp(available / 8, options_.min_cap, std::max(options_.min_cap, system_dirty_limit));
-    // Pages dirtied under the previous cap may still be waiting.
-    held_ = std::max(cap, was ? before : cap);
-    // Recapped when it moved by an eighth: the knob is not rewritten every tick.
-    if (!was || cap < before - before / 8 || cap > before + before / 8) {
+  // A new mount's kernel holds nothing dirty for it yet.
+  if (!ticked_) kernel_dirty = 0;
+  ticked_ = true;
+  const uint64_t enter = kernel_limit + options_.tick_margin;
+  const bool capped = before != 0 ? available < enter + enter / 2 : available < enter;
+  const bool was_gated = gated_.load();
+  const bool gated = capped && (was_gated ? available < 2 * options_.gate_below : available < options_.gate_below);
+  if (capped) {
+    const uint64_t want = gated ? std::min(available / 8, options_.max_gated_cap) : available / 2;
+    const uint64_t cap = std::clamp(want, options_.min_cap, std::max(options_.min_cap, kernel_limit));
+    // Rewritten when it moved by an eighth, not every tick.
+    const bool recap = before == 0 || cap < before - before / 8 || cap > before + before / 8;
+    if (recap) {
       cap_ = cap;
       change.recap = true;
     }
-  } else {
+    // Pages dirtied under the previous cap (or the daemon's own limit) may
+    // still be waiting, as many as the kernel holds dirty now at most; new
+    // ones stay under the cap in force.
+    held_ = std::max(recap ? cap : before, std::min(before != 0 ? before : kernel_limit, kernel_dirty));
+  } else if (before != 0) {
     cap_ = 0;
     held_ = 0;
+    change.uncap = true;
   }
-  tight_ = now;
-  change.entered = now && !was;
-  change.left = was && !now;
+  gated_ = gated;
+  change.gated = gated && !was_gated;
   return change;
 }
 
-bool SpaceGuard::Admit(uint64_t available) const {
-  if (!tight()) return true;
-  return available >= held_.load() + options_.write_margin;
+SpaceGuard::Verdict SpaceGuard::Admit(uint64_t available) const {
+  if (!gated()) return Verdict::kAdmit;
+  const uint64_t margin = options_.write_margin;
+  if (available >= held_.load() + margin) return Verdict::kAdmit;
+  return available >= cap() + margin ? Verdict::kWait : Verdict::kRefuse;
 }
 
 }  // namespace qcfs
