@@ -465,6 +465,8 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t offset, std::span<const std:
     if (result.ok()) break;
     if (cached && result.code() == ENOSPC && (attempt > 0 || refused)) {
       MarkLost(inode.get(), pos / chunk_size_, end, result);
+      stripe.unlock();
+      if (options_.on_data_lost) options_.on_data_lost(ino);
       return result;
     }
     if (result.code() != ENOSPC || attempt > 0 || refused) return result;
@@ -767,6 +769,7 @@ Status Volume::CommitFlush(std::vector<FlushItem>& items, const std::vector<Enco
       }
     }
     ReleaseBuffer(released);
+    if (!in->lost.empty() && options_.on_data_lost) options_.on_data_lost(in->ino);
   }
   // Records that were not written made no provisional chunks.
   if (written.ok()) store_->ForgetProvisional(RecordList(records));

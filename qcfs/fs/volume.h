@@ -89,6 +89,10 @@ struct VolumeOptions {
   // Volume lock held) when the volume changed an inode's attributes on its
   // own, so that a kernel cache can be invalidated.
   std::function<void(uint64_t ino)> on_attr_changed;
+  // Likewise when written data of `ino` was lost (it could not be stored):
+  // a kernel cache must drop its copy of the file's pages, so that readers
+  // get the volume's EIO instead of bytes that were never stored.
+  std::function<void(uint64_t ino)> on_data_lost;
   // Likewise when a restore or a snapshot change replaced an inode's data
   // and attributes, or a directory entry.
   std::function<void(uint64_t ino)> on_inode_replaced;

@@ -174,6 +174,9 @@ Status Serve(const MountRequest& req, int ready_fd) {
   config.volume.on_attr_changed = [&server_ptr](uint64_t ino) {
     if (FuseServer* s = server_ptr.load()) s->InvalidateAttr(ino);
   };
+  config.volume.on_data_lost = [&server_ptr](uint64_t ino) {
+    if (FuseServer* s = server_ptr.load()) s->InvalidateInode(ino);  // its cached pages go too
+  };
   config.volume.on_inode_replaced = [&server_ptr](uint64_t ino) {
     FuseServer* s = server_ptr.load();
     if (s == nullptr) return;

@@ -86,18 +86,24 @@ Caller CallerOf(fuse_req_t req) {
 }
 
 // Per-open-file state kept in fi->fh.
+// Both kinds of handle start with their kind: a GETATTR names a handle
+// without saying which kind it is.
+enum class HandleKind : uint32_t { kFile = 0x46494c45, kDir = 0x44495220 };
+
 struct FileHandle {
+  HandleKind kind = HandleKind::kFile;
   bool append = false;
   bool writable = false;
 };
 
 FileHandle* NewHandle(uint32_t flags) {
-  return new FileHandle{(flags & O_APPEND) != 0, (flags & O_ACCMODE) != O_RDONLY};
+  return new FileHandle{HandleKind::kFile, (flags & O_APPEND) != 0, (flags & O_ACCMODE) != O_RDONLY};
 }
 
 // Per-open-directory cursor kept in fi->fh: readdir resumes after the last
 // name it returned instead of counting entries from the start.
 struct DirHandle {
+  HandleKind kind = HandleKind::kDir;
   std::mutex mu;
   off_t last_off = 0;     // offset given to the last entry returned
   std::string last_name;  // and its name
@@ -166,7 +172,7 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // With a writable handle, on a nearly full volume: the kernel is about
     // to take a write(2) into its cache (or a read past the end it knows).
     auto* h = fi != nullptr ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
-    if (h != nullptr && h->writable && !Server(req)->AdmitCachedWrite()) {
+    if (h != nullptr && h->kind == HandleKind::kFile && h->writable && !Server(req)->AdmitCachedWrite()) {
       return ReplyStatus(req, Status::Error(ENOSPC, "no space left on volume for more cached writes"));
     }
     ReplyAttr(req, Vol(req)->GetAttr(ino));

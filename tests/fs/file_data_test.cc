@@ -409,7 +409,10 @@ TEST(FileData, FullVolumeGivesEnospcAndRecoversAfterDelete) {
 // are refused; fsync reports it; the durable file holds exactly a prefix of
 // what was written, and deleting it makes the volume writable again.
 TEST(FileData, CachedWritesTheVolumeCannotHoldAreMarkedLostNotZeros) {
-  testing::TestVolume v(48ull << 20);
+  std::atomic<int> told{0};
+  VolumeOptions options;
+  options.on_data_lost = [&](uint64_t) { ++told; };  // the kernel's copy of the pages must go
+  testing::TestVolume v(48ull << 20, {}, options);
   auto f = *v->Create(kRootIno, "big", 0644, O_RDWR, kRoot);
   const uint64_t chunk = v->superblock().chunk_size;
   const std::string data = RandomBytes(64 << 20, 77);  // more than fits; nothing to dedup
@@ -425,6 +428,7 @@ TEST(FileData, CachedWritesTheVolumeCannotHoldAreMarkedLostNotZeros) {
   }
   ASSERT_EQ(refused.code(), ENOSPC) << refused.ToString();
   ASSERT_GT(accepted, 8u << 20);
+  EXPECT_GE(told.load(), 1);
   std::vector<std::byte> out(4096);
   auto r = v->Read(f.ino, accepted + 4096, out);
   EXPECT_FALSE(r.ok()) << "a refused range must not read as zeros";
