@@ -577,10 +577,10 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(Volume* volume, const std:
                                                       const std::string& mountpoint, const MountConfig& config) {
   std::unique_ptr<FuseServer> server(new FuseServer(volume, config));
   // MountConfig::default_permissions: needed where others may enter.
-  const bool kernel_permissions = config.default_permissions || config.allow_other || ::geteuid() != 0;
+  server->kernel_permissions_ = KernelChecksPermissions(config);
   std::string opts = "fsname=" + device + ",subtype=qcfs";
-  if (kernel_permissions) opts += ",default_permissions";
-  if (config.allow_other) opts += ",allow_other";
+  if (server->kernel_permissions_) opts += ",default_permissions";
+  if (AllowsOthers(config)) opts += ",allow_other";
   if (config.volume.read_only) opts += ",ro";
   for (const std::string& o : config.fuse_options) opts += "," + o;
   std::vector<std::string> argv_s = {"qcfs", "-o", opts};
