@@ -77,9 +77,11 @@ void ReplyAttr(fuse_req_t req, const Result<Attr>& a) {
   fuse_reply_attr(req, &st, Server(req)->config().attr_timeout);
 }
 
+// The umask is the creating process's for mknod, mkdir and create (with
+// FUSE_CAP_DONT_MASK not yet applied to the mode), 0 for other requests.
 Caller CallerOf(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  return Caller{ctx->uid, ctx->gid};
+  return Caller{ctx->uid, ctx->gid, {}, static_cast<uint32_t>(ctx->umask)};
 }
 
 // Per-open-file state kept in fi->fh.
@@ -611,6 +613,14 @@ void FuseServer::Negotiate(fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  // The umask comes with each create (Caller::umask) for the volume to
+  // apply, since a directory's default ACL replaces it.
+  if (conn->capable & FUSE_CAP_DONT_MASK) conn->want |= FUSE_CAP_DONT_MASK;
+  // Where the kernel checks permissions it also checks POSIX ACLs, read
+  // from system.posix_acl_access and cached; the volume keeps ACL and mode
+  // consistent (inheritance, chmod, setting an ACL). A private root mount
+  // does without: only root enters it.
+  if (kernel_permissions_ && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
   // Clearing set-ID bits ourselves (answered in WriteReply) is what makes
   // the writeback cache both correct and fast: the kernel then neither
   // asks for security.capability before every write nor decides on
