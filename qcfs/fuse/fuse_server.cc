@@ -121,8 +121,9 @@ bool InGroupOrRoot(fuse_req_t req, uint32_t gid) {
   return false;
 }
 
-// Clears the set-ID bits of a regular file after a write, truncate or
-// chown by the request's caller, as Linux does: set-user-ID always,
+// Clears the set-ID bits of a file after a write or truncate, or of any
+// inode but a directory after a chown (FIFOs, sockets and devices too, as
+// on ext4), by the request's caller, as Linux does: set-user-ID always,
 // set-group-ID when group execute is set or the caller is neither in the
 // file's group nor root. With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves
 // this to us and says when (`kill`); without it the kernel clears the
@@ -132,7 +133,7 @@ void KillSetIdBits(fuse_req_t req, uint64_t ino, bool kill) {
   const bool v2 = Server(req)->kills_privileges();
   if (v2 ? !kill : fuse_req_ctx(req)->uid == 0) return;
   auto a = Vol(req)->GetAttr(ino);
-  if (!a.ok() || !S_ISREG(a->mode) || (a->mode & (S_ISUID | S_ISGID)) == 0) return;
+  if (!a.ok() || S_ISDIR(a->mode) || (a->mode & (S_ISUID | S_ISGID)) == 0) return;
   uint32_t mode = a->mode;
   if (v2) mode &= ~S_ISUID;
   if ((mode & S_ISGID) && ((v2 && (mode & S_IXGRP)) || !InGroupOrRoot(req, a->gid))) mode &= ~S_ISGID;
