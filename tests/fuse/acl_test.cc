@@ -1,10 +1,11 @@
 // POSIX ACLs on a mount in its default, multi-user mode (allow_other,
-// default_permissions), compared case by case with ext4 (a loop-mounted
-// image, or the temp dir when that is ext4) in the same test: setfacl and
-// getfacl as root, then a probe as root or as a process of another uid and
-// gid (setpriv). Each case runs in a fresh directory on both sides; what
-// the probe printed must be the same on both, and what the case says ext4
-// does, so that a reference that ignores ACLs cannot pass it.
+// default_permissions; with and without the writeback cache), compared case
+// by case with ext4 (a loop-mounted image, or the temp dir when that is ext4)
+// in the same test: setfacl and getfacl as root, then a probe as root or as a
+// process of another uid and gid (setpriv). Each case runs in a fresh
+// directory on both sides; what the probe printed must be the same on both,
+// and what the case says ext4 does, so that a reference that ignores ACLs
+// cannot pass it.
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -166,12 +167,16 @@ std::string OneLine(std::string s) {
   return s;
 }
 
-TEST(Acl, EnforcedInheritedAndMaskedAsOnExt4) {
+// The mount's arguments: the default (every user, the kernel checking
+// permissions), and the same without the writeback cache.
+class Acl : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Acl, EnforcedInheritedAndMaskedAsOnExt4) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (switches users, loop-mounts ext4)";
   if (Shell("command -v setfacl getfacl setpriv").exit_code != 0) GTEST_SKIP() << "needs acl and setpriv";
   Ext4Reference ext4;
   if (ext4.path().empty()) GTEST_SKIP() << "no ext4 to compare with (cannot loop-mount, and TMPDIR is not ext4)";
-  MountedVolume v;  // the default: every user, with kernel permission checks
+  MountedVolume v(MountedVolume::Options{.mount_args = GetParam()});
   ::chmod(v.dir().path().c_str(), 0755);
 
   std::string table = "| case | as | ext4 | QCFS |\n|---|---|---|---|\n";
@@ -203,6 +208,11 @@ TEST(Acl, EnforcedInheritedAndMaskedAsOnExt4) {
   auto check = v.Qcfs("check " + v.image());
   EXPECT_EQ(check.exit_code, 0) << check.output;
 }
+
+INSTANTIATE_TEST_SUITE_P(Mounts, Acl, ::testing::Values("", "-o no_writeback_cache"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           return std::string(*info.param == 0 ? "Default" : "NoWritebackCache");
+                         });
 
 }  // namespace
 }  // namespace qcfs
