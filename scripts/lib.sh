@@ -11,7 +11,9 @@ QCFS_BUILD_PACKAGES=(
 )
 QCFS_TEST_PACKAGES=(
   libgtest-dev libgmock-dev sqlite3 e2fsprogs xfsprogs btrfs-progs attr acl fio stress-ng dbench
-  clang-14 libfuzzer-14-dev python3
+  clang-14 libfuzzer-14-dev python3 util-linux
+  # pjdfstest (tests/pjdfstest/run.sh) is built from source and run with prove
+  autoconf automake libtool libssl-dev perl
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }

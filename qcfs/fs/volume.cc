@@ -19,6 +19,7 @@
 #include "qcfs/core/log.h"
 #include "qcfs/core/units.h"
 #include "qcfs/fs/internal/inode.h"
+#include "qcfs/fs/internal/posix_acl.h"
 #include "qcfs/fs/internal/time.h"
 #include "qcfs/fs/internal/versioned.h"
 
@@ -580,6 +581,30 @@ Result<Attr> Volume::CreateNode(uint64_t parent, std::string_view name, uint32_t
   if (existing.has_value()) return Status::Errorf(EEXIST, "'{}' exists", name);
   if (S_ISDIR(mode) && prec.nlink >= 65000) return Status::Error(EMLINK, "too many subdirectories");
 
+  // The directory's default ACL, if any, takes the umask's place: the new
+  // inode's access ACL is made from it, and a directory keeps it as its own.
+  std::optional<std::string> access_acl, default_acl;
+  if (!S_ISLNK(mode)) {
+    std::optional<std::string> inherited;
+    if (prec.flags & InodeRecord::kInodeMayHaveXattrs) {
+      QCFS_ASSIGN_OR_RETURN(auto value, db_->Get(schema::XattrKey(parent, internal::kDefaultAclName)));
+      schema::XattrRecord x;
+      if (value.has_value()) {
+        if (!schema::XattrRecord::Decode(*value, &x)) return Status::Error(EIO, "malformed attribute record");
+        inherited = std::move(x.value);
+      }
+    }
+    Result<internal::PosixAcl> acl = internal::PosixAcl{};
+    if (inherited) acl = internal::PosixAcl::Parse(*inherited);
+    if (!acl.ok()) return Status::Errorf(EIO, "directory {}: default ACL: {}", parent, acl.status().message());
+    if (inherited && !acl->entries.empty()) {
+      if (internal::InheritAccessAcl(&*acl, &mode)) access_acl = acl->Encode();
+      if (S_ISDIR(mode)) default_acl = std::move(inherited);
+    } else {
+      mode &= ~(caller.umask & 0777);
+    }
+  }
+
   const int64_t now = internal::NowNs();
   InodeRecord rec;
   rec.mode = mode;
@@ -605,6 +630,14 @@ Result<Attr> Volume::CreateNode(uint64_t parent, std::string_view name, uint32_t
   rocksdb::WriteBatch batch;
   internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
   std::optional<std::string> absent;
+  for (const auto& [name, value] : {std::pair{internal::kAccessAclName, &access_acl},
+                                    std::pair{internal::kDefaultAclName, &default_acl}}) {
+    if (!value->has_value()) continue;
+    std::string xv;
+    schema::XattrRecord{vb.epoch(), **value}.EncodeTo(&xv);
+    QCFS_RETURN_IF_ERROR(vb.Put(schema::XattrKey(ino, name), xv, &absent).status());
+    rec.flags |= InodeRecord::kInodeMayHaveXattrs;
+  }
   std::string iv;
   rec.epoch = vb.epoch();
   rec.EncodeTo(&iv);
@@ -1075,14 +1108,33 @@ Result<Attr> Volume::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   if (req.gid) { rec.gid = *req.gid; changed = true; }
   if (req.atime_ns) { rec.atime_ns = *req.atime_ns == SetAttrRequest::kNow ? now : *req.atime_ns; changed = true; }
   if (req.mtime_ns) { rec.mtime_ns = *req.mtime_ns == SetAttrRequest::kNow ? now : *req.mtime_ns; changed = true; }
+  // chmod rewrites a stored access ACL to match (posix_acl_chmod).
+  std::optional<std::string> acl_old, acl_new;  // the stored record; the new ACL
+  const std::string acl_key = schema::XattrKey(ino, internal::kAccessAclName);
+  if (req.mode && (rec.flags & InodeRecord::kInodeMayHaveXattrs)) {
+    QCFS_ASSIGN_OR_RETURN(acl_old, db_->Get(acl_key));
+    if (acl_old.has_value()) {
+      schema::XattrRecord x;
+      if (!schema::XattrRecord::Decode(*acl_old, &x)) return Status::Error(EIO, "malformed attribute record");
+      auto acl = internal::PosixAcl::Parse(x.value);
+      if (!acl.ok()) return Status::Errorf(EIO, "inode {}: access ACL: {}", ino, acl.status().message());
+      internal::ChmodAcl(&*acl, rec.mode);
+      acl_new = acl->Encode();
+    }
+  }
   if (changed) {
     rec.ctime_ns = req.ctime_ns ? (*req.ctime_ns == SetAttrRequest::kNow ? now : *req.ctime_ns) : now;
     // cp -a, tar and rsync set times, owner and mode on the file they just
     // wrote: those ride with its flush instead of a batch each.
-    if (DeferRecord(state, rec)) return ToAttr(ino, rec, state.get());
+    if (!acl_new && DeferRecord(state, rec)) return ToAttr(ino, rec, state.get());
     auto scope = BeginCommit();
     rocksdb::WriteBatch batch;
     internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);
+    if (acl_new) {
+      std::string xv;
+      schema::XattrRecord{vb.epoch(), *acl_new}.EncodeTo(&xv);
+      QCFS_RETURN_IF_ERROR(vb.Put(acl_key, xv, &acl_old).status());
+    }
     QCFS_RETURN_IF_ERROR(PutInode(&vb, ino, rec));
     QCFS_RETURN_IF_ERROR(WriteBatch(&batch));
     if (state) {
@@ -1110,47 +1162,6 @@ Status ValidateXattrName(std::string_view name) {
   return Status::Errorf(EOPNOTSUPP, "attribute namespace of '{}' is not supported", name);
 }
 
-constexpr std::string_view kAccessAcl = "system.posix_acl_access";
-
-// What an access ACL (the kernel's xattr form: a little-endian version 2
-// header, then {tag, perm, id} entries) means for the mode.
-struct AccessAcl {
-  uint32_t mode_bits = 0;   // rwx for owner, group (the mask if any) and other
-  bool entries = false;     // false: an empty ACL, which removes the stored one
-  bool equivalent = false;  // the mode says it all (no named user or group)
-};
-
-Result<AccessAcl> ParseAccessAcl(std::string_view value) {
-  enum : uint16_t { kUserObj = 0x01, kUser = 0x02, kGroupObj = 0x04, kGroup = 0x08, kMask = 0x10, kOther = 0x20 };
-  auto u16 = [&](size_t at) { return LoadLE16(value.data() + at); };
-  if (value.size() < 4 || (value.size() - 4) % 8 != 0 || u16(0) != 2 || u16(2) != 0) {
-    return Status::Error(EINVAL, "malformed POSIX ACL");
-  }
-  AccessAcl acl;
-  int user_obj = 0, group_obj = 0, other = 0, mask = 0, named = 0;
-  uint32_t owner_perm = 0, group_perm = 0, mask_perm = 0, other_perm = 0;
-  for (size_t at = 4; at < value.size(); at += 8) {
-    const uint16_t perm = u16(at + 2);
-    if (perm & ~7u) return Status::Error(EINVAL, "malformed POSIX ACL: bad permission bits");
-    switch (u16(at)) {
-      case kUserObj: ++user_obj; owner_perm = perm; break;
-      case kGroupObj: ++group_obj; group_perm = perm; break;
-      case kOther: ++other; other_perm = perm; break;
-      case kMask: ++mask; mask_perm = perm; break;
-      case kUser: case kGroup: ++named; break;
-      default: return Status::Error(EINVAL, "malformed POSIX ACL: unknown entry tag");
-    }
-  }
-  if (value.size() == 4) return acl;
-  if (user_obj != 1 || group_obj != 1 || other != 1 || mask > 1 || (named > 0 && mask == 0)) {
-    return Status::Error(EINVAL, "invalid POSIX ACL: needs one owner, group and other entry, and a mask with named entries");
-  }
-  acl.entries = true;
-  acl.equivalent = named == 0;
-  acl.mode_bits = owner_perm << 6 | (mask ? mask_perm : group_perm) << 3 | other_perm;
-  return acl;
-}
-
 }  // namespace
 
 Result<bool> Volume::MayHaveXattrs(uint64_t ino) {
@@ -1169,8 +1180,10 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
   QCFS_RETURN_IF_ERROR(CheckWritable());
   if (IsView(ino)) return ReadOnlyView();
   if (value.size() > kMaxXattrValue) return Status::Error(E2BIG, "attribute value too large");
-  std::optional<AccessAcl> acl;
-  if (name == kAccessAcl) { QCFS_ASSIGN_OR_RETURN(acl, ParseAccessAcl(value)); }
+  const bool is_access_acl = name == internal::kAccessAclName;
+  const bool is_default_acl = name == internal::kDefaultAclName;
+  std::optional<internal::PosixAcl> acl;
+  if (is_access_acl || is_default_acl) { QCFS_ASSIGN_OR_RETURN(acl, internal::PosixAcl::Parse(value)); }
   std::lock_guard stripe(StripeFor(ino));
   InodeRef state = FindState(ino);
   if (state && state->purged) return Status::Errorf(ENOENT, "inode {} was deleted", ino);
@@ -1186,19 +1199,26 @@ Status Volume::SetXattr(uint64_t ino, std::string_view name, std::string_view va
   // An access ACL is how `cp -a` and `setfacl` set a mode, as on ext4:
   // the mode changes, and an ACL the mode expresses is not kept beside it.
   bool store = true;
-  if (acl) {
+  if (is_default_acl) {
+    if (!S_ISDIR(rec.mode)) {
+      if (acl->entries.empty()) return Status::Ok();
+      return Status::Error(EACCES, "only directories have a default ACL");
+    }
     if (caller.uid != 0 && caller.uid != rec.uid) return Status::Error(EPERM, "only the owner may set an ACL");
-    if (acl->entries) {
-      rec.mode = (rec.mode & ~0777u) | acl->mode_bits;
+    store = !acl->entries.empty();  // an empty default ACL removes it
+  } else if (is_access_acl) {
+    if (caller.uid != 0 && caller.uid != rec.uid) return Status::Error(EPERM, "only the owner may set an ACL");
+    if (!acl->entries.empty()) {
+      rec.mode = (rec.mode & ~0777u) | acl->ModeBits();
       const bool in_group = caller.uid == 0 || caller.gid == rec.gid ||
                             std::find(caller.groups.begin(), caller.groups.end(), rec.gid) != caller.groups.end();
       if (!in_group) rec.mode &= ~static_cast<uint32_t>(S_ISGID);
     }
-    store = !acl->equivalent && acl->entries;
+    store = !acl->entries.empty() && !acl->EquivalentToMode();
   }
   rec.ctime_ns = internal::NowNs();
   // A mode set through an ACL on a file being written (cp -a) rides with its flush, like chmod.
-  if (acl && !store && !existing.has_value() && DeferRecord(state, rec)) return Status::Ok();
+  if (is_access_acl && !store && !existing.has_value() && DeferRecord(state, rec)) return Status::Ok();
   auto scope = BeginCommit();
   rocksdb::WriteBatch batch;
   internal::VersionedBatch vb(db_.get(), &batch, scope.epochs);

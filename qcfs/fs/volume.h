@@ -116,6 +116,10 @@ struct Caller {
   uint32_t uid = 0;
   uint32_t gid = 0;
   std::vector<uint32_t> groups;  // supplementary groups; empty when not known
+  // The creating process's umask. A new inode's mode is masked with it
+  // unless its directory has a default ACL, which then decides instead
+  // (POSIX.1e). 0 where the caller applied it already.
+  uint32_t umask = 0;
 };
 
 struct Attr {
@@ -315,10 +319,20 @@ class Volume {
   Status Fallocate(uint64_t ino, int mode, uint64_t offset, uint64_t length);
 
   // --- extended attributes. flags: 0, XATTR_CREATE or XATTR_REPLACE.
-  // system.posix_acl_access follows the kernel's rules for ACLs: only the
-  // owner (or root) may set it, it sets the mode's permission bits (the
-  // group bits from the mask), and one the mode expresses in full (owner,
-  // group and other only) is not stored. EINVAL for a malformed ACL.
+  // POSIX ACLs follow the kernel's rules (fs/posix_acl.c); the Volume keeps
+  // them consistent with the mode, and whoever checks permissions (the
+  // kernel, through FUSE) reads them from system.posix_acl_access:
+  //  - only the owner (or root) may set an ACL; EINVAL for a malformed one;
+  //  - system.posix_acl_access sets the mode's permission bits (the group
+  //    bits from the mask) and drops set-group-ID for a caller outside the
+  //    file's group; one the mode expresses in full (owner, group and other
+  //    only) is not stored;
+  //  - system.posix_acl_default is for directories only (EACCES elsewhere);
+  //    a new inode in such a directory gets it as its access ACL, masked by
+  //    the mode asked for, instead of the umask, and a new directory also
+  //    inherits it as its own default ACL (symlinks get neither);
+  //  - chmod (SetAttr with a mode) rewrites a stored access ACL's owner,
+  //    mask (or group, without a mask) and other entries.
   Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags,
                   const Caller& caller = Caller{});
   Result<std::string> GetXattr(uint64_t ino, std::string_view name);

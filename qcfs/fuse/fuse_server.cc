@@ -80,9 +80,11 @@ void ReplyAttr(fuse_req_t req, const Result<Attr>& a) {
   fuse_reply_attr(req, &st, Server(req)->AttrTimeout(a->mode));
 }
 
+// The umask is the creating process's for mknod, mkdir and create (with
+// FUSE_CAP_DONT_MASK not yet applied to the mode), 0 for other requests.
 Caller CallerOf(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  return Caller{ctx->uid, ctx->gid};
+  return Caller{ctx->uid, ctx->gid, {}, static_cast<uint32_t>(ctx->umask)};
 }
 
 // Per-open-file state kept in fi->fh.
@@ -133,8 +135,9 @@ bool InGroupOrRoot(fuse_req_t req, uint32_t gid) {
   return false;
 }
 
-// Clears the set-ID bits of a regular file after a write, truncate or
-// chown by the request's caller, as Linux does: set-user-ID always,
+// Clears the set-ID bits of a file after a write or truncate, or of any
+// inode but a directory after a chown (FIFOs, sockets and devices too, as
+// on ext4), by the request's caller, as Linux does: set-user-ID always,
 // set-group-ID when group execute is set or the caller is neither in the
 // file's group nor root. With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves
 // this to us and says when (`kill`); without it the kernel clears the
@@ -144,7 +147,7 @@ void KillSetIdBits(fuse_req_t req, uint64_t ino, bool kill) {
   const bool v2 = Server(req)->kills_privileges();
   if (v2 ? !kill : fuse_req_ctx(req)->uid == 0) return;
   auto a = Vol(req)->GetAttr(ino);
-  if (!a.ok() || !S_ISREG(a->mode) || (a->mode & (S_ISUID | S_ISGID)) == 0) return;
+  if (!a.ok() || S_ISDIR(a->mode) || (a->mode & (S_ISUID | S_ISGID)) == 0) return;
   uint32_t mode = a->mode;
   if (v2) mode &= ~S_ISUID;
   if ((mode & S_ISGID) && ((v2 && (mode & S_IXGRP)) || !InGroupOrRoot(req, a->gid))) mode &= ~S_ISGID;
@@ -605,10 +608,10 @@ Result<std::unique_ptr<FuseServer>> FuseServer::Mount(Volume* volume, const std:
                                                       const std::string& mountpoint, const MountConfig& config) {
   std::unique_ptr<FuseServer> server(new FuseServer(volume, config));
   // MountConfig::default_permissions: needed where others may enter.
-  const bool kernel_permissions = config.default_permissions || config.allow_other || ::geteuid() != 0;
+  server->kernel_permissions_ = KernelChecksPermissions(config);
   std::string opts = "fsname=" + device + ",subtype=qcfs";
-  if (kernel_permissions) opts += ",default_permissions";
-  if (config.allow_other) opts += ",allow_other";
+  if (server->kernel_permissions_) opts += ",default_permissions";
+  if (AllowsOthers(config)) opts += ",allow_other";
   if (config.volume.read_only) opts += ",ro";
   for (const std::string& o : config.fuse_options) opts += "," + o;
   std::vector<std::string> argv_s = {"qcfs", "-o", opts};
@@ -639,6 +642,14 @@ void FuseServer::Negotiate(fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+  // The umask comes with each create (Caller::umask) for the volume to
+  // apply, since a directory's default ACL replaces it.
+  if (conn->capable & FUSE_CAP_DONT_MASK) conn->want |= FUSE_CAP_DONT_MASK;
+  // Where the kernel checks permissions it also checks POSIX ACLs, read
+  // from system.posix_acl_access and cached; the volume keeps ACL and mode
+  // consistent (inheritance, chmod, setting an ACL). A private root mount
+  // does without: only root enters it.
+  if (kernel_permissions_ && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
   // Clearing set-ID bits ourselves (answered in WriteReply) is what makes
   // the writeback cache both correct and fast: the kernel then neither
   // asks for security.capability before every write nor decides on

@@ -137,6 +137,7 @@ class FuseServer {
   std::atomic<uint64_t> kernel_flags_{0};   // what the kernel offered at FUSE_INIT
   std::atomic<bool> writeback_cache_{false};
   std::atomic<bool> killpriv_{false};
+  bool kernel_permissions_ = false;  // default_permissions; set before the session starts
 
   std::mutex generation_mu_;  // guards generations_
   std::unordered_map<uint64_t, uint64_t> generations_;  // inodes replaced by restores; others are 1

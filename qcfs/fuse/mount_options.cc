@@ -1,5 +1,7 @@
 #include "qcfs/fuse/mount_options.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "qcfs/core/units.h"
@@ -36,9 +38,14 @@ const char* MountOptionsHelp() {
          "  ro, rw                   read-only or read-write (default rw)\n"
          "  noatime, relatime,       when reads update the access time\n"
          "  strictatime                (default relatime)\n"
-         "  allow_other              let other users access the mount\n"
-         "  default_permissions      kernel permission checks from the mode bits (on\n"
-         "                             anyway with allow_other or a non-root owner)\n"
+         "  allow_other              every user may use the mount, the kernel checking\n"
+         "                             permissions and POSIX ACLs (default when root\n"
+         "                             mounts)\n"
+         "  private                  only the mount's owner may use it (default when\n"
+         "                             another user mounts)\n"
+         "  default_permissions      kernel permission checks on a private mount too\n"
+         "                             (on anyway where others may enter or the owner\n"
+         "                             is not root)\n"
          "  compression=ALG          for new writes: lz4, zstd[:LEVEL], none\n"
          "  cache_size=SIZE          buffered write data (default 256M)\n"
          "  flush_interval=SECONDS   oldest buffered data is flushed after this (default 5)\n"
@@ -56,6 +63,12 @@ const char* MountOptionsHelp() {
          "                             it is always reachable by name)\n"
          "  dev, nodev, suid, nosuid, exec, noexec, sync, async: as mount(8)\n"
          "  auto, noauto, nofail, _netdev, user, defaults, x-*: accepted for fstab\n";
+}
+
+bool AllowsOthers(const MountConfig& config) { return config.allow_other.value_or(::geteuid() == 0); }
+
+bool KernelChecksPermissions(const MountConfig& config) {
+  return config.default_permissions || AllowsOthers(config) || ::geteuid() != 0;
 }
 
 Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* config) {
@@ -81,6 +94,8 @@ Status ParseMountOptions(const std::vector<std::string>& lists, MountConfig* con
         config->volume.atime = AtimeMode::kStrictatime;
       } else if (key == "allow_other") {
         config->allow_other = true;
+      } else if (key == "private") {
+        config->allow_other = false;
       } else if (key == "default_permissions") {
         config->default_permissions = true;
       } else if (key == "compression") {

@@ -7,6 +7,7 @@
 // that names the option.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,13 +20,19 @@ struct MountConfig {
   VolumeOptions volume;
   // Options handed to libfuse ("-o" list), e.g. "fsname=/dev/sdb1".
   std::vector<std::string> fuse_options;
-  bool allow_other = false;
-  // Permission checks by the kernel from the mode bits (FUSE's
-  // default_permissions). Without allow_other only processes running as the
-  // mount's owner may enter at all, and for a mount owned by root those pass
+  // Whether every user may use the mount (FUSE's allow_other), the kernel
+  // checking permissions from the mode bits and POSIX ACLs. Unset (the
+  // default): yes when root mounts, as for any system file system (mount(8),
+  // fstab), no when another user does, since allow_other then needs
+  // user_allow_other in /etc/fuse.conf. "-o allow_other" sets it;
+  // "-o private" clears it: only processes of the mount's owner may enter.
+  std::optional<bool> allow_other;
+  // Permission checks by the kernel from the mode bits and POSIX ACLs
+  // (FUSE's default_permissions). On a private mount only processes running
+  // as the owner may enter at all, and for a mount owned by root those pass
   // every check but execute, which the kernel makes anyway: there the checks
   // are left out, and with them a GETATTR of the parent directory before
-  // every create and unlink. They are on when allow_other is given, when
+  // every create and unlink. They are on wherever others may enter, when
   // the owner is not root, and when this is set ("-o default_permissions").
   bool default_permissions = false;
   bool foreground = false;
@@ -62,6 +69,11 @@ struct MountConfig {
   // read request the daemon takes.
   uint64_t readahead_bytes = 1 << 20;
 };
+
+// Whether others may use the mount (MountConfig::allow_other, resolved for
+// the mounting user) and whether the kernel checks permissions.
+bool AllowsOthers(const MountConfig& config);
+bool KernelChecksPermissions(const MountConfig& config);
 
 // Parses comma-separated option lists (each as given after one -o) into
 // `config`. Later options override earlier ones.

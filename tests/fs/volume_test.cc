@@ -215,6 +215,141 @@ TEST(Volume, AccessAclIsTheOwnersAndMustBeWellFormed) {
   EXPECT_EQ(v->GetAttr(f.ino)->mode & 07777, 0770u);
 }
 
+// Tags of ACL entries (linux/posix_acl_xattr.h).
+constexpr uint16_t kUserObj = 0x01, kUser = 0x02, kGroupObj = 0x04, kGroup = 0x08, kMask = 0x10, kOther = 0x20;
+constexpr uint32_t kNoId = ~0u;
+
+TEST(Volume, AnAclWithAMaskIsKeptEvenWithoutNamedEntries) {
+  TestVolume v;
+  uint64_t f = v.CreateFile(kRootIno, "f");
+  // setfacl -m m::r: the mask hides the owning group's write.
+  std::string masked = AclValue({{kUserObj, 6, kNoId}, {kGroupObj, 6, kNoId}, {kMask, 4, kNoId}, {kOther, 4, kNoId}});
+  ASSERT_TRUE(v->SetXattr(f, "system.posix_acl_access", masked, 0).ok());
+  EXPECT_EQ(v->GetAttr(f)->mode & 07777, 0644u);
+  EXPECT_EQ(*v->GetXattr(f, "system.posix_acl_access"), masked);
+}
+
+TEST(Volume, TheUmaskAppliesWhereTheDirectoryHasNoDefaultAcl) {
+  TestVolume v;
+  Caller masked{0, 0, {}, 022};
+  EXPECT_EQ(v->Create(kRootIno, "f", 0666, 0, masked)->mode & 07777, 0644u);
+  EXPECT_EQ(v->Mkdir(kRootIno, "d", 0777, masked)->mode & 07777, 0755u);
+  EXPECT_EQ(v->Mknod(kRootIno, "p", S_IFIFO | 0666, 0, masked)->mode & 07777, 0644u);
+  EXPECT_EQ(v->Symlink(kRootIno, "l", "f", masked)->mode & 07777, 0777u);
+}
+
+TEST(Volume, NewInodesInheritTheDirectorysDefaultAclInsteadOfTheUmask) {
+  TestVolume v;
+  auto d = *v->Mkdir(kRootIno, "d", 0755, kRoot);
+  // setfacl -d -m u:1000:rwx,g::r-x,o::--- d
+  std::string def = AclValue({{kUserObj, 7, kNoId}, {kUser, 7, 1000}, {kGroupObj, 5, kNoId}, {kMask, 7, kNoId},
+                              {kOther, 0, kNoId}});
+  ASSERT_TRUE(v->SetXattr(d.ino, "system.posix_acl_default", def, 0).ok());
+  EXPECT_EQ(v->GetAttr(d.ino)->mode & 07777, 0755u);  // a default ACL leaves the mode alone
+  Caller masked{0, 0, {}, 077};                        // ignored under a default ACL
+
+  // A file asked for as 0666: the mask takes the group bits (rw-), the owner
+  // and other entries are limited by the mode.
+  auto f = *v->Create(d.ino, "f", 0666, 0, masked);
+  EXPECT_EQ(f.mode & 07777, 0660u);
+  EXPECT_EQ(*v->GetXattr(f.ino, "system.posix_acl_access"),
+            AclValue({{kUserObj, 6, kNoId}, {kUser, 7, 1000}, {kGroupObj, 5, kNoId}, {kMask, 6, kNoId},
+                      {kOther, 0, kNoId}}));
+  EXPECT_EQ(v->GetXattr(f.ino, "system.posix_acl_default").status().code(), ENODATA);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+
+  // A directory gets both: the access ACL and the default ACL itself.
+  auto sub = *v->Mkdir(d.ino, "sub", 0777, masked);
+  EXPECT_EQ(sub.mode & 07777, 0770u);
+  EXPECT_EQ(*v->GetXattr(sub.ino, "system.posix_acl_access"),
+            AclValue({{kUserObj, 7, kNoId}, {kUser, 7, 1000}, {kGroupObj, 5, kNoId}, {kMask, 7, kNoId},
+                      {kOther, 0, kNoId}}));
+  EXPECT_EQ(*v->GetXattr(sub.ino, "system.posix_acl_default"), def);
+  // ... and passes it on.
+  auto deep = *v->Mknod(sub.ino, "fifo", S_IFIFO | 0640, 0, masked);
+  EXPECT_EQ(deep.mode & 07777, 0640u);
+  EXPECT_EQ(*v->GetXattr(deep.ino, "system.posix_acl_access"),
+            AclValue({{kUserObj, 6, kNoId}, {kUser, 7, 1000}, {kGroupObj, 5, kNoId}, {kMask, 4, kNoId},
+                      {kOther, 0, kNoId}}));
+  // A symlink gets neither ACL nor umask.
+  auto l = *v->Symlink(d.ino, "l", "f", masked);
+  EXPECT_EQ(l.mode & 07777, 0777u);
+  EXPECT_EQ(v->GetXattr(l.ino, "system.posix_acl_access").status().code(), ENODATA);
+
+  // A default ACL without named entries or mask gives only a mode.
+  auto plain = *v->Mkdir(kRootIno, "plain", 0755, kRoot);
+  ASSERT_TRUE(v->SetXattr(plain.ino, "system.posix_acl_default",
+                          AclValue({{kUserObj, 7, kNoId}, {kGroupObj, 0, kNoId}, {kOther, 0, kNoId}}), 0)
+                  .ok());
+  auto p = *v->Create(plain.ino, "p", 0666, 0, Caller{0, 0, {}, 0});
+  EXPECT_EQ(p.mode & 07777, 0600u);
+  EXPECT_EQ(v->GetXattr(p.ino, "system.posix_acl_access").status().code(), ENODATA);
+  ASSERT_TRUE(v->Release(p.ino).ok());
+
+  v.Reopen();
+  EXPECT_EQ(v->GetAttr(deep.ino)->mode & 07777, 0640u);
+  EXPECT_EQ(*v->GetXattr(sub.ino, "system.posix_acl_default"), def);
+}
+
+TEST(Volume, ChmodRewritesTheMaskOfAStoredAcl) {
+  TestVolume v;
+  auto f = *v->Create(kRootIno, "f", 0644, 0, kRoot);
+  ASSERT_TRUE(v->Release(f.ino).ok());
+  ASSERT_TRUE(v->SetXattr(f.ino, "system.posix_acl_access",
+                          AclValue({{kUserObj, 6, kNoId}, {kUser, 6, 1000}, {kGroupObj, 4, kNoId}, {kMask, 6, kNoId},
+                                    {kOther, 4, kNoId}}),
+                          0)
+                  .ok());
+  SetAttrRequest r;
+  r.mode = 0704;  // chmod g-rw: the named user loses write through the mask
+  ASSERT_TRUE(v->SetAttr(f.ino, r).ok());
+  EXPECT_EQ(*v->GetXattr(f.ino, "system.posix_acl_access"),
+            AclValue({{kUserObj, 7, kNoId}, {kUser, 6, 1000}, {kGroupObj, 4, kNoId}, {kMask, 0, kNoId},
+                      {kOther, 4, kNoId}}));
+  // Without a mask chmod's group bits go to the owning group's entry (a
+  // stored ACL without a mask only comes from an older volume, or a default).
+  auto d = *v->Mkdir(kRootIno, "d", 0755, kRoot);
+  std::string def = AclValue({{kUserObj, 7, kNoId}, {kGroupObj, 5, kNoId}, {kOther, 5, kNoId}});
+  ASSERT_TRUE(v->SetXattr(d.ino, "system.posix_acl_default", def, 0).ok());
+  r.mode = 0700;
+  ASSERT_TRUE(v->SetAttr(d.ino, r).ok());
+  EXPECT_EQ(*v->GetXattr(d.ino, "system.posix_acl_default"), def);  // chmod leaves the default ACL
+  // Also on a file being written, whose attributes otherwise ride with its flush.
+  auto g = *v->Create(kRootIno, "g", 0644, 0, kRoot);
+  ASSERT_TRUE(v->SetXattr(g.ino, "system.posix_acl_access",
+                          AclValue({{kUserObj, 6, kNoId}, {kGroupObj, 4, kNoId}, {kGroup, 6, 50}, {kMask, 6, kNoId},
+                                    {kOther, 4, kNoId}}),
+                          0)
+                  .ok());
+  v.WriteAt(g.ino, 0, "data");
+  r.mode = 0640;
+  ASSERT_TRUE(v->SetAttr(g.ino, r).ok());
+  ASSERT_TRUE(v->Release(g.ino).ok());
+  v.Reopen();
+  EXPECT_EQ(v->GetAttr(g.ino)->mode & 07777, 0640u);
+  EXPECT_EQ(*v->GetXattr(g.ino, "system.posix_acl_access"),
+            AclValue({{kUserObj, 6, kNoId}, {kGroupObj, 4, kNoId}, {kGroup, 6, 50}, {kMask, 4, kNoId},
+                      {kOther, 0, kNoId}}));
+}
+
+TEST(Volume, ADefaultAclIsForDirectoriesAndTheirOwners) {
+  TestVolume v;
+  uint64_t f = v.CreateFile(kRootIno, "f");
+  std::string def = AclValue({{kUserObj, 7, kNoId}, {kGroupObj, 5, kNoId}, {kOther, 5, kNoId}});
+  EXPECT_EQ(v->SetXattr(f, "system.posix_acl_default", def, 0).code(), EACCES);
+  auto d = *v->Mkdir(kRootIno, "d", 0755, Caller{1000, 100});
+  EXPECT_EQ(v->SetXattr(d.ino, "system.posix_acl_default", def, 0, Caller{1001, 100}).code(), EPERM);
+  EXPECT_EQ(v->SetXattr(d.ino, "system.posix_acl_default", "junk", 0, Caller{1000, 100}).code(), EINVAL);
+  // Entries out of order are not a valid ACL.
+  EXPECT_EQ(v->SetXattr(d.ino, "system.posix_acl_default",
+                        AclValue({{kGroupObj, 5, kNoId}, {kUserObj, 7, kNoId}, {kOther, 5, kNoId}}), 0,
+                        Caller{1000, 100})
+                .code(),
+            EINVAL);
+  ASSERT_TRUE(v->SetXattr(d.ino, "system.posix_acl_default", def, 0, Caller{1000, 100}).ok());
+  EXPECT_EQ(*v->GetXattr(d.ino, "system.posix_acl_default"), def);
+}
+
 TEST(Volume, AttributesSetOnAnOpenFileRideWithItsFlush) {
   TestVolume v;
   auto f = *v->Create(kRootIno, "f", 0600, 0, kRoot);

@@ -1,5 +1,7 @@
 #include "qcfs/fuse/mount_options.h"
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 namespace qcfs {
@@ -39,6 +41,22 @@ TEST(MountOptions, DefaultPermissionsIsKeptWhenAsked) {
   EXPECT_FALSE(c.default_permissions);
   ASSERT_TRUE(ParseMountOptions({"default_permissions"}, &c).ok());
   EXPECT_TRUE(c.default_permissions);
+}
+
+TEST(MountOptions, OthersMayEnterWhenRootMountsUnlessPrivate) {
+  MountConfig c;
+  EXPECT_FALSE(c.allow_other.has_value());
+  EXPECT_EQ(AllowsOthers(c), ::geteuid() == 0);
+  EXPECT_TRUE(KernelChecksPermissions(c));  // shared when root, a non-root owner otherwise
+  ASSERT_TRUE(ParseMountOptions({"private"}, &c).ok());
+  EXPECT_FALSE(AllowsOthers(c));
+  EXPECT_EQ(KernelChecksPermissions(c), ::geteuid() != 0);
+  ASSERT_TRUE(ParseMountOptions({"private,default_permissions"}, &c).ok());
+  EXPECT_TRUE(KernelChecksPermissions(c));
+  ASSERT_TRUE(ParseMountOptions({"allow_other"}, &c).ok());
+  EXPECT_TRUE(AllowsOthers(c));
+  ASSERT_TRUE(ParseMountOptions({"allow_other,private"}, &c).ok());  // the later one wins
+  EXPECT_FALSE(AllowsOthers(c));
 }
 
 TEST(MountOptions, DirtyLimitIsAdaptiveUnlessChosen) {

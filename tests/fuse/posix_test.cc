@@ -383,9 +383,10 @@ std::string SuperOptions(const std::string& mnt) {
 }
 
 TEST(Permissions, APrivateRootMountAnswersAccessItself) {
-  MountedVolume v;
+  MountedVolume v(MountedVolume::Options{.mount_args = "-o private"});
   // Only root's processes may enter: the kernel is not asked to check.
   EXPECT_EQ(SuperOptions(v.mnt()).find("default_permissions"), std::string::npos) << SuperOptions(v.mnt());
+  EXPECT_EQ(SuperOptions(v.mnt()).find("allow_other"), std::string::npos) << SuperOptions(v.mnt());
   WriteFile(v.Path("plain"), "data");
   ASSERT_EQ(::chmod(v.Path("plain").c_str(), 0644), 0);
   WriteFile(v.Path("locked"), "data");
@@ -416,8 +417,37 @@ TEST(Permissions, APrivateRootMountAnswersAccessItself) {
 TEST(Permissions, TheKernelChecksWhereOthersMayEnterOrWhenAsked) {
   MountedVolume shared(MountedVolume::Options{.mount_args = "-o allow_other"});
   EXPECT_NE(SuperOptions(shared.mnt()).find("default_permissions"), std::string::npos);
-  MountedVolume asked(MountedVolume::Options{.mount_args = "-o default_permissions"});
+  MountedVolume asked(MountedVolume::Options{.mount_args = "-o private,default_permissions"});
   EXPECT_NE(SuperOptions(asked.mnt()).find("default_permissions"), std::string::npos);
+  EXPECT_EQ(SuperOptions(asked.mnt()).find("allow_other"), std::string::npos);
+}
+
+// Mounted by root, a volume is a system file system: every user may use it,
+// the kernel checking the mode bits and ACLs, as on ext4.
+TEST(Permissions, RootMountsForEveryUserByDefault) {
+  MountedVolume v;
+  const std::string options = SuperOptions(v.mnt());
+  EXPECT_NE(options.find("allow_other"), std::string::npos) << options;
+  EXPECT_NE(options.find("default_permissions"), std::string::npos) << options;
+  ASSERT_EQ(::chmod(v.dir().path().c_str(), 0755), 0);
+  WriteFile(v.Path("open"), "for all");
+  ASSERT_EQ(::chmod(v.Path("open").c_str(), 0644), 0);
+  WriteFile(v.Path("closed"), "root only");
+  ASSERT_EQ(::chmod(v.Path("closed").c_str(), 0600), 0);
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups -- ";
+  auto r = testing::Shell(as_nobody + "cat " + v.Path("open"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "for all");
+  r = testing::Shell(as_nobody + "cat " + v.Path("closed"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
+  // A private mount refuses them at the door.
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  MountedVolume priv(MountedVolume::Options{.mount_args = "-o private"});
+  ASSERT_EQ(::chmod(priv.dir().path().c_str(), 0755), 0);
+  r = testing::Shell(as_nobody + "ls " + priv.mnt());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
 }
 
 }  // namespace
