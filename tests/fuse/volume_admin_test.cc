@@ -226,8 +226,12 @@ std::string BdiKnob(const std::string& mnt, const std::string& knob) {
   return v;
 }
 
+// Volumes with more room than the kernel may cache (the system's dirty
+// threshold), so that the space guard leaves the daemon's own limit alone.
+constexpr uint64_t kRoomy = 64ull << 30;  // a sparse image
+
 TEST(DirtyLimit, StreamsUntilScatteredWritesArriveThenAbsorbsThem) {
-  MountedVolume v;
+  MountedVolume v(MountedVolume::Options{.size = kRoomy});
   ASSERT_EQ(BdiKnob(v.mnt(), "strict_limit"), "1");
   ASSERT_EQ(BdiKnob(v.mnt(), "max_ratio"), "10");
   // O_DIRECT writes reach the daemon as they are made: 2,000 scattered 4 KiB
@@ -261,12 +265,24 @@ TEST(Readahead, MountReadsAheadAMebibyteUnlessTold) {
 }
 
 TEST(DirtyLimit, SystemAndFuseLimitsAreFixed) {
-  MountedVolume system(MountedVolume::Options{.mount_args = "-o dirty_limit=system"});
+  MountedVolume system(MountedVolume::Options{.size = kRoomy, .mount_args = "-o dirty_limit=system"});
   EXPECT_EQ(BdiKnob(system.mnt(), "strict_limit"), "0");
   EXPECT_EQ(BdiKnob(system.mnt(), "max_ratio"), "100");
-  MountedVolume fuse(MountedVolume::Options{.mount_args = "-o dirty_limit=fuse"});
+  MountedVolume fuse(MountedVolume::Options{.size = kRoomy, .mount_args = "-o dirty_limit=fuse"});
   EXPECT_EQ(BdiKnob(fuse.mnt(), "strict_limit"), "1");
   EXPECT_EQ(BdiKnob(fuse.mnt(), "max_ratio"), "1");
+}
+
+// A volume with less room than the kernel may cache for it (here the
+// system's whole dirty threshold, several GiB on any machine that runs
+// this) gets a strict limit of half its room from the space guard, set
+// before the first write can arrive.
+TEST(DirtyLimit, AVolumeSmallerThanTheKernelsCacheIsCappedAtHalfItsRoom) {
+  MountedVolume small(MountedVolume::Options{.size = 1ull << 30, .mount_args = "-o dirty_limit=system"});
+  EXPECT_EQ(BdiKnob(small.mnt(), "strict_limit"), "1");
+  const uint64_t cap = std::stoull("0" + BdiKnob(small.mnt(), "max_bytes"));
+  EXPECT_GT(cap, 256ull << 20);
+  EXPECT_LE(cap, 512ull << 20);
 }
 
 }  // namespace
