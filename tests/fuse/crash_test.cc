@@ -118,6 +118,13 @@ void KillCheckAndRemount(MountedVolume& v, pid_t child, useconds_t delay_us, int
   ASSERT_EQ(v.Mount().exit_code, 0);
 }
 
+// Unmounts and runs qcfs check: the kills left nothing to repair.
+void ExpectCleanAfterUnmount(MountedVolume& v) {
+  ASSERT_EQ(v.Unmount().exit_code, 0);
+  auto check = v.Qcfs("check " + v.image());
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
 std::string Parent(const std::string& path) { return path.substr(0, path.rfind('/')); }
 
 bool Under(const std::string& path, const std::string& dir) {
@@ -321,9 +328,7 @@ TEST(Crash, SigkillKeepsWhatEverySyncCallMadeDurable) {
     verified_total += verified;
   }
   std::printf("sync calls: %d kills, %d durable files verified\n", Iterations(), verified_total);
-  ASSERT_EQ(v.Unmount().exit_code, 0);
-  auto check = v.Qcfs("check " + v.image());
-  EXPECT_EQ(check.exit_code, 0) << check.output;
+  ExpectCleanAfterUnmount(v);
 }
 
 // Regression: the fsync-heavy workload below sometimes ran on after the
@@ -530,9 +535,7 @@ TEST(Crash, SigkillWhileADirectoryTreeChangesKeepsEverySyncedChange) {
     verified_total += verified;
   }
   std::printf("directory tree: %d kills, %d synced paths verified\n", Iterations(), verified_total);
-  ASSERT_EQ(v.Unmount().exit_code, 0);
-  auto check = v.Qcfs("check " + v.image());
-  EXPECT_EQ(check.exit_code, 0) << check.output;
+  ExpectCleanAfterUnmount(v);
 }
 
 TEST(Crash, SigkillDuringFsyncHeavyWritesLosesNothingFsynced) {
@@ -582,9 +585,7 @@ TEST(Crash, SigkillDuringFsyncHeavyWritesLosesNothingFsynced) {
     ASSERT_EQ(testing::Shell(rm).exit_code, 0);
   }
   std::printf("file workload: %d kills, %d fsync'd files verified\n", iterations, verified_total);
-  ASSERT_EQ(v.Unmount().exit_code, 0);
-  auto check = v.Qcfs("check " + v.image());
-  EXPECT_EQ(check.exit_code, 0) << check.output;
+  ExpectCleanAfterUnmount(v);
 }
 
 }  // namespace
