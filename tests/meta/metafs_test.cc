@@ -392,6 +392,227 @@ TEST(MetaFs, JournalFromBeforeMirroringMountsAndGainsAMirror) {
   EXPECT_EQ(ReadAll(again->get(), "CURRENT"), "MANIFEST-000001\n");
 }
 
+// The device offset of byte `pos` of a file laid out in `extents`.
+uint64_t FileByte(const std::vector<MetaFs::Extent>& extents, uint64_t pos) {
+  for (const auto& e : extents) {
+    if (pos < e.length) return e.offset + pos;
+    pos -= e.length;
+  }
+  ADD_FAILURE() << "byte " << pos << " lies past the file's extents";
+  return 0;
+}
+
+// A file's extents in one copy (0 primary, 1 mirror).
+std::vector<MetaFs::Extent> CopyOf(MetaFs* fs, const std::string& name, int copy) {
+  return copy == 0 ? fs->FileExtents().at(name) : fs->FileMirrorExtents().at(name);
+}
+
+// Every file's extent has a mirror in another segment, and both hold its bytes.
+TEST(MetaFs, FileCopiesLieInDifferentSegments) {
+  MemDevice dev(64 << 20);
+  const MetaFsLayout layout = Layout(dev.size());
+  auto fs = *MetaFs::Format(&dev, layout);
+  auto f = *fs->Create("000007.sst");
+  const std::string data(300000, 'x');
+  ASSERT_TRUE(f->Append(B(data)).ok());
+  ASSERT_TRUE(f->Sync().ok());
+  const auto primary = fs->FileExtents().at("000007.sst");
+  const auto mirror = fs->FileMirrorExtents().at("000007.sst");
+  ASSERT_EQ(primary.size(), mirror.size());
+  for (size_t i = 0; i < primary.size(); ++i) {
+    EXPECT_EQ(primary[i].length, mirror[i].length);
+    EXPECT_NE((primary[i].offset - layout.data_offset) / layout.segment_size,
+              (mirror[i].offset - layout.data_offset) / layout.segment_size);
+  }
+  std::string a(data.size(), '\0'), b(data.size(), '\0');
+  for (uint64_t at = 0; at < data.size(); at += 4096) {
+    const uint64_t n = std::min<uint64_t>(4096, data.size() - at);
+    dev.Peek(FileByte(primary, at), std::span<std::byte>(reinterpret_cast<std::byte*>(a.data() + at), n));
+    dev.Peek(FileByte(mirror, at), std::span<std::byte>(reinterpret_cast<std::byte*>(b.data() + at), n));
+  }
+  EXPECT_EQ(a, data);
+  EXPECT_EQ(b, data);
+}
+
+// A flipped bit in one copy of any block of RocksDB's files costs nothing:
+// every synced key reads back, the scrub (qcfs check) counts the block, and
+// a repair rewrites the bad copy from the good one.
+TEST(MetaFs, FlipInOneCopyOfARocksDbFileLosesNothingSynced) {
+  MemDevice dev(64 << 20);
+  const MetaFsLayout layout = Layout(dev.size());
+  ASSERT_TRUE(MetaFs::Format(&dev, layout).ok());
+  std::map<std::string, std::string> keys;
+  {
+    auto fs = *MetaFs::Mount(&dev, layout);
+    MetaOptions mo;
+    mo.fs = fs.get();
+    mo.create = true;
+    auto db = MetaDb::Open("/db", mo);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    for (int i = 0; i < 3000; ++i) {
+      rocksdb::WriteBatch b;
+      keys[fmt::format("k{:05}", i)] = fmt::format("v{}-{}", i, std::string(i % 200, 'v'));
+      b.Put(fmt::format("k{:05}", i), keys[fmt::format("k{:05}", i)]);
+      ASSERT_TRUE((*db)->Write(&b, i % 100 == 99).ok());
+      if (i == 1500) {
+        ASSERT_TRUE((*db)->Flush().ok());  // an SST as well as the log
+      }
+    }
+    rocksdb::WriteBatch b;
+    ASSERT_TRUE((*db)->Write(&b, true).ok());
+  }
+  std::mt19937_64 rng(5);
+  for (int copy = 0; copy < 2; ++copy) {
+    SCOPED_TRACE(copy == 0 ? "primary" : "mirror");
+    // A bit of every file, in the one copy.
+    uint64_t flipped = 0;
+    {
+      auto ro = *MetaFs::MountReadOnly(&dev, layout);
+      for (const std::string& name : ro->List("")) {
+        const uint64_t size = *ro->FileSize(name);
+        if (size == 0) continue;
+        FlipBit(&dev, FileByte(CopyOf(ro.get(), name, copy), rng() % size), static_cast<int>(rng() % 8));
+        ++flipped;
+      }
+    }
+    ASSERT_GE(flipped, 4u);  // CURRENT, OPTIONS, MANIFEST, the log, an SST
+    {
+      auto fs = MetaFs::MountReadOnly(&dev, layout);
+      ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+      MetaOptions mo;
+      mo.fs = fs->get();
+      mo.read_only = true;
+      auto db = MetaDb::Open("/db", mo);
+      ASSERT_TRUE(db.ok()) << db.status().ToString();
+      for (auto& [k, v] : keys) {
+        auto got = (*db)->Get(k);
+        ASSERT_TRUE(got.ok()) << got.status().ToString();
+        ASSERT_TRUE(got->has_value()) << "lost synced key " << k;
+        ASSERT_EQ(**got, v);
+      }
+      db->reset();
+      auto found = (*fs)->ScrubFiles(true);  // read-only: counts, repairs nothing
+      ASSERT_TRUE(found.ok()) << found.status().ToString();
+      EXPECT_EQ(copy == 0 ? found->primary_damaged : found->mirror_damaged, flipped);
+      EXPECT_EQ(copy == 0 ? found->mirror_damaged : found->primary_damaged, 0u);
+      EXPECT_EQ(found->both_damaged, 0u);
+      EXPECT_EQ(found->repaired, 0u);
+    }
+    {
+      auto fs = MetaFs::Mount(&dev, layout);
+      ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+      auto repaired = (*fs)->ScrubFiles(true);
+      ASSERT_TRUE(repaired.ok()) << repaired.status().ToString();
+      EXPECT_EQ(repaired->repaired, flipped);
+      auto again = (*fs)->ScrubFiles(false);
+      ASSERT_TRUE(again.ok());
+      EXPECT_EQ(again->primary_damaged + again->mirror_damaged + again->both_damaged, 0u);
+    }
+  }
+}
+
+// The same block damaged in both copies is lost: its reads fail with EIO
+// (RocksDB reports the corruption), and the scrub counts it.
+TEST(MetaFs, FileBlockDamagedInBothCopiesReadsAsEio) {
+  MemDevice dev(64 << 20);
+  const MetaFsLayout layout = Layout(dev.size());
+  {
+    auto fs = *MetaFs::Format(&dev, layout);
+    auto f = *fs->Create("000009.sst");
+    ASSERT_TRUE(f->Append(B(std::string(20000, 's'))).ok());
+    ASSERT_TRUE(f->Sync().ok());
+  }
+  {
+    auto fs = *MetaFs::MountReadOnly(&dev, layout);
+    for (int copy = 0; copy < 2; ++copy) FlipBit(&dev, FileByte(CopyOf(fs.get(), "000009.sst", copy), 9000), copy);
+  }
+  auto fs = *MetaFs::MountReadOnly(&dev, layout);
+  auto f = *fs->Open("000009.sst");
+  std::string out(100, '\0');
+  auto bad = f->Read(8900, std::span<std::byte>(reinterpret_cast<std::byte*>(out.data()), out.size()));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), EIO);
+  EXPECT_NE(bad.status().message().find("both its copies"), std::string::npos) << bad.status().ToString();
+  // The blocks around it read as they should.
+  auto good = f->Read(100, std::span<std::byte>(reinterpret_cast<std::byte*>(out.data()), out.size()));
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  EXPECT_EQ(out, std::string(100, 's'));
+  auto found = fs->ScrubFiles(false);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->both_damaged, 1u);
+}
+
+// Appends that extend a block checksummed at an earlier sync, and a
+// truncation into the middle of a block, keep each block's checksum true
+// across remounts.
+TEST(MetaFs, PartialBlocksKeepTheirChecksumsAcrossAppendsAndTruncation) {
+  MemDevice dev(64 << 20);
+  const MetaFsLayout layout = Layout(dev.size());
+  std::string want;
+  {
+    auto fs = *MetaFs::Format(&dev, layout);
+    auto f = *fs->Create("MANIFEST-000001");
+    for (int i = 0; i < 40; ++i) {
+      const std::string piece = fmt::format("edit {} {}\n", i, std::string(i * 37 % 500, 'e'));
+      want += piece;
+      ASSERT_TRUE(f->Append(B(piece)).ok());
+      ASSERT_TRUE(f->Sync().ok());
+    }
+  }
+  for (int round = 0; round < 2; ++round) {
+    auto fs = *MetaFs::Mount(&dev, layout);
+    ASSERT_EQ(ReadAll(fs.get(), "MANIFEST-000001"), want);
+    auto f = *fs->Open("MANIFEST-000001");
+    const std::string more = round == 0 ? std::string(5000, 'm') : "tail";
+    want += more;
+    ASSERT_TRUE(f->Append(B(more)).ok());
+    ASSERT_TRUE(f->Sync().ok());
+    ASSERT_EQ(ReadAll(fs.get(), "MANIFEST-000001"), want);
+    want.resize(want.size() - 1234);
+    ASSERT_TRUE(fs->Truncate("MANIFEST-000001", want.size()).ok());
+    ASSERT_TRUE(fs->Sync().ok());
+    auto found = fs->ScrubFiles(false);
+    ASSERT_TRUE(found.ok());
+    EXPECT_EQ(found->primary_damaged + found->mirror_damaged + found->both_damaged, 0u);
+  }
+  auto fs = *MetaFs::MountReadOnly(&dev, layout);
+  EXPECT_EQ(ReadAll(fs.get(), "MANIFEST-000001"), want);
+  auto found = fs->ScrubFiles(false);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->primary_damaged + found->mirror_damaged + found->both_damaged, 0u);
+}
+
+// A sync whose size record failed to reach the journal leaves the block
+// checksums journaled before it without a size: replay keeps the earlier
+// checksums, which still describe the file it has.
+TEST(MetaFs, ChecksumsWithoutTheirSizeRecordAreNotTaken) {
+  MemDevice dev(64 << 20);
+  const MetaFsLayout layout = Layout(dev.size());
+  {
+    auto fs = *MetaFs::Format(&dev, layout);
+    auto f = *fs->Create("LOG");
+    ASSERT_TRUE(f->Append(B("hello")).ok());
+    ASSERT_TRUE(f->Sync().ok());
+    ASSERT_TRUE(f->Append(B(" world")).ok());
+    // Writes: the data (two copies), the checksum record (two), the size
+    // record (two): the last two fail.
+    std::atomic<int> writes{0};
+    dev.SetFaultHook([&](const IoOp& op) {
+      if (op.kind == IoOp::Kind::kWrite && ++writes >= 5) return Status::Error(EIO, "injected write error");
+      return Status::Ok();
+    });
+    EXPECT_FALSE(f->Sync().ok());
+    dev.SetFaultHook(nullptr);
+    ASSERT_TRUE(fs->Sync().ok());  // the checksum record is durable now
+  }
+  auto fs = MetaFs::MountReadOnly(&dev, layout);
+  ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+  EXPECT_EQ(ReadAll(fs->get(), "LOG"), "hello");
+  auto found = (*fs)->ScrubFiles(false);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->primary_damaged + found->mirror_damaged + found->both_damaged, 0u);
+}
+
 // RocksDB on MetaFs: a power cut at a random device write in the middle of
 // flushes and compactions loses nothing that was synced, whether the writes
 // since the last sync are all lost or reached the media in any order; nor
