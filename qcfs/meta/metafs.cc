@@ -112,9 +112,6 @@ struct MetaFs::FileView {
 
 namespace {
 
-// Maps [offset, offset + n) of a file laid out in `extents` onto the device:
-// calls op(device offset, buffer offset, length) for each piece; `mirror`
-// picks the mirror copy (false where a piece has none). Returns the bytes mapped.
 // Payloads of kFileSums records for blocks [first, first + count) of file `id`:
 // varint id, varint first block, varint count, u32 checksum per block.
 std::vector<std::string> SumsPayloads(uint64_t id, const std::vector<uint32_t>& sums, uint64_t first, uint64_t count) {
@@ -132,11 +129,16 @@ std::vector<std::string> SumsPayloads(uint64_t id, const std::vector<uint32_t>& 
   return out;
 }
 
+// Maps [offset, offset + n) of a file laid out in `extents` onto the device:
+// calls op(device offset, buffer offset, length) for each piece; `mirror`
+// picks the mirror copy, skipping pieces of extents that have none (from
+// before mirroring). Returns the bytes mapped: less than n where the file
+// ends first or a piece has no mirror.
 template <typename Op>
 uint64_t MapExtents(const std::vector<MetaFs::Extent>& extents, const std::vector<uint64_t>& mirrors, bool mirror,
                     uint64_t offset, uint64_t n, Op op) {
   uint64_t file_pos = 0;
-  uint64_t done = 0;
+  uint64_t done = 0, mapped = 0;
   for (size_t i = 0; i < extents.size() && done < n; ++i) {
     const MetaFs::Extent& e = extents[i];
     uint64_t ext_end = file_pos + e.length;
@@ -145,16 +147,16 @@ uint64_t MapExtents(const std::vector<MetaFs::Extent>& extents, const std::vecto
       uint64_t len = std::min<uint64_t>(ext_end - from, n - done);
       if (!mirror) {
         op(e.offset + (from - file_pos), done, len);
+        mapped += len;
       } else if (i < mirrors.size() && mirrors[i] != 0) {
         op(mirrors[i] + (from - file_pos), done, len);
-      } else {
-        return done;
+        mapped += len;
       }
       done += len;
     }
     file_pos = ext_end;
   }
-  return done;
+  return mapped;
 }
 
 }  // namespace
@@ -1547,7 +1549,7 @@ Result<MetaFs::FileCopies> MetaFs::ScrubFiles(bool repair) {
       const uint64_t n = std::min(kStep, v.size - from);
       // Both copies of the step; a block that cannot be read is left zero.
       std::string copy[2];
-      bool has[2] = {true, true};
+      std::vector<bool> one_copy((n + kBlock - 1) / kBlock, false);  // no mirror (written before mirroring)
       for (int c = 0; c < 2; ++c) {
         copy[c].assign(n, '\0');
         for (uint64_t at = 0; at < n; at += kBlock) {
@@ -1556,16 +1558,16 @@ Result<MetaFs::FileCopies> MetaFs::ScrubFiles(bool repair) {
           if (MapExtents(v.extents, v.mirrors, c == 1, from + at, len, [&](uint64_t dev, uint64_t o, uint64_t l) {
                 reads.push_back(IoOp::Read(dev, Bytes(copy[c]).subspan(at + o, l)));
               }) < len) {
-            has[c] = false;
-            break;
+            one_copy[at / kBlock] = true;
+            continue;
           }
           if (!device_->Submit(reads).ok()) std::fill(copy[c].begin() + at, copy[c].begin() + at + len, '\0');
         }
       }
-      if (!has[0] || !has[1]) continue;  // one copy (before mirroring)
       for (uint64_t at = 0; at < n; at += kBlock) {
         const uint64_t len = std::min(kBlock, n - at);
         const uint64_t block = (from + at) / kBlock;
+        if (one_copy[at / kBlock]) continue;
         const uint32_t sum = block < v.sums.size() ? v.sums[block] : 0;
         if (sum == 0) continue;
         // Past the last sync one copy may lack an append: the end, not damage.

@@ -15,8 +15,10 @@
 #include <rocksdb/db.h>
 #include <xxhash.h>
 
+#include "qcfs/core/coding.h"
 #include "qcfs/io/mem_device.h"
 #include "qcfs/meta/meta_db.h"
+#include "tests/fuzz/fuzz_util.h"
 #include "tests/testutil/temp_dir.h"
 
 namespace qcfs {
@@ -561,13 +563,13 @@ TEST(MetaFs, PartialBlocksKeepTheirChecksumsAcrossAppendsAndTruncation) {
   }
   for (int round = 0; round < 2; ++round) {
     auto fs = *MetaFs::Mount(&dev, layout);
-    ASSERT_EQ(ReadAll(fs.get(), "MANIFEST-000001"), want);
+    ASSERT_TRUE(ReadAll(fs.get(), "MANIFEST-000001") == want) << "the file differs";
     auto f = *fs->Open("MANIFEST-000001");
     const std::string more = round == 0 ? std::string(5000, 'm') : "tail";
     want += more;
     ASSERT_TRUE(f->Append(B(more)).ok());
     ASSERT_TRUE(f->Sync().ok());
-    ASSERT_EQ(ReadAll(fs.get(), "MANIFEST-000001"), want);
+    ASSERT_TRUE(ReadAll(fs.get(), "MANIFEST-000001") == want) << "the file differs";
     want.resize(want.size() - 1234);
     ASSERT_TRUE(fs->Truncate("MANIFEST-000001", want.size()).ok());
     ASSERT_TRUE(fs->Sync().ok());
@@ -576,7 +578,7 @@ TEST(MetaFs, PartialBlocksKeepTheirChecksumsAcrossAppendsAndTruncation) {
     EXPECT_EQ(found->primary_damaged + found->mirror_damaged + found->both_damaged, 0u);
   }
   auto fs = *MetaFs::MountReadOnly(&dev, layout);
-  EXPECT_EQ(ReadAll(fs.get(), "MANIFEST-000001"), want);
+  EXPECT_TRUE(ReadAll(fs.get(), "MANIFEST-000001") == want) << "the file differs";
   auto found = fs->ScrubFiles(false);
   ASSERT_TRUE(found.ok());
   EXPECT_EQ(found->primary_damaged + found->mirror_damaged + found->both_damaged, 0u);
@@ -607,10 +609,78 @@ TEST(MetaFs, ChecksumsWithoutTheirSizeRecordAreNotTaken) {
   }
   auto fs = MetaFs::MountReadOnly(&dev, layout);
   ASSERT_TRUE(fs.ok()) << fs.status().ToString();
-  EXPECT_EQ(ReadAll(fs->get(), "LOG"), "hello");
+  EXPECT_TRUE(ReadAll(fs->get(), "LOG") == "hello") << "the file differs";
   auto found = (*fs)->ScrubFiles(false);
   ASSERT_TRUE(found.ok());
   EXPECT_EQ(found->primary_damaged + found->mirror_damaged + found->both_damaged, 0u);
+}
+
+// A file written before file copies (as an older qcfs journals it: an
+// extent with no mirror, no block checksums, a journal with one copy) is
+// read from its one copy; what is appended to it later gets a mirror and
+// checksums, and survives a flip in one copy.
+TEST(MetaFs, FileFromBeforeFileCopiesIsReadAndGrowsWithTwoCopies) {
+  MemDevice dev(64 << 20);
+  const MetaFsLayout layout = Layout(dev.size());
+  const uint64_t journal_at = layout.SegmentOffset(0), file_at = layout.SegmentOffset(1);
+  const std::string old_data = std::string(5000, 'o') + "end of the old bytes";
+  {
+    auto record = [&](uint8_t type, auto&& fill) {
+      std::string p;
+      Encoder e(&p);
+      fill(e);
+      return fuzz::EncodeJournalRecord(type, 1, p, layout.uuid);
+    };
+    std::string journal = record(8, [&](Encoder& e) {  // segments 0 and 1 hold metadata
+      e.Fixed32(0);
+      e.Fixed32(2);
+      e.Bytes(std::string(1, static_cast<char>(2 | 2 << 2)));
+    });
+    journal += record(2, [](Encoder& e) {
+      e.Varint(1);
+      e.String("MANIFEST-000001");
+    });
+    journal += record(5, [&](Encoder& e) {
+      e.Varint(1);
+      e.Varint(file_at);
+      e.Varint(64 << 10);
+    });
+    journal += record(6, [&](Encoder& e) {
+      e.Varint(1);
+      e.Varint(old_data.size());
+    });
+    dev.Poke(journal_at, B(journal));
+    dev.Poke(file_at, B(old_data));
+    dev.Poke(layout.root_offset[1], B(fuzz::EncodeRoot(1, journal_at, 64 << 10, layout.uuid, 4, 1)));
+  }
+  {
+    auto ro = MetaFs::MountReadOnly(&dev, layout);
+    ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+    EXPECT_TRUE(ReadAll(ro->get(), "MANIFEST-000001") == old_data) << "the file differs";
+    EXPECT_EQ((*ro)->FileMirrorExtents().at("MANIFEST-000001").at(0).length, 0u);
+  }
+  const std::string more(70000, 'n');
+  {
+    auto fs = MetaFs::Mount(&dev, layout);
+    ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+    auto f = *(*fs)->Open("MANIFEST-000001");
+    ASSERT_TRUE(f->Append(B(more)).ok());
+    ASSERT_TRUE(f->Sync().ok());
+  }
+  auto fs = *MetaFs::MountReadOnly(&dev, layout);
+  EXPECT_TRUE(ReadAll(fs.get(), "MANIFEST-000001") == old_data + more) << "the file differs";
+  const auto primary = fs->FileExtents().at("MANIFEST-000001");
+  const auto mirror = fs->FileMirrorExtents().at("MANIFEST-000001");
+  ASSERT_GE(primary.size(), 2u);
+  EXPECT_EQ(mirror.front().length, 0u);
+  EXPECT_NE(mirror.back().length, 0u);
+  // A flip in the primary copy of the appended part (past the old extent).
+  FlipBit(&dev, FileByte(primary, (64 << 10) + 1000), 2);
+  auto again = *MetaFs::MountReadOnly(&dev, layout);
+  EXPECT_TRUE(ReadAll(again.get(), "MANIFEST-000001") == old_data + more) << "the file differs";
+  auto found = again->ScrubFiles(false);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->primary_damaged, 1u);
 }
 
 // RocksDB on MetaFs: a power cut at a random device write in the middle of
