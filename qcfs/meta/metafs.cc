@@ -230,27 +230,43 @@ Status MetaFs::StartJournal(uint64_t generation) {
                           generation);
   }
   // A fresh journal in new blocks, holding the whole state, then the root.
-  std::string records;
-  uint64_t count = 0;
+  // The state is a list of records; where it outgrows an extent it goes on
+  // in further extents chained with "continue at" records (as appends do),
+  // so its size is bounded by free metadata space, not by a segment.
+  std::vector<std::string> records;
+  uint64_t state_bytes = 0;
   auto add = [&](uint8_t type, const std::string& payload) {
-    records.append(EncodeRecord(type, generation, payload, Seed(layout_.uuid)));
-    ++count;
+    records.push_back(EncodeRecord(type, generation, payload, Seed(layout_.uuid)));
+    state_bytes += records.back().size();
   };
-  // Size the new journal for the state plus room to grow.
+  // No journal extent is larger than a segment, nor than replay accepts.
+  const uint64_t max_extent = std::min<uint64_t>(layout_.segment_size, kMaxJournalExtent) / kBlock * kBlock;
+  // Size the first extent for the state plus room to grow.
   uint64_t estimate = use_.size() / 4 + 64 * (use_.size() / kSegMapSpan + 1);
   for (auto& [id, f] : files_) estimate += 64 + f->name.size() + 32 * f->extents.size() + 4 * f->sums.size() + 64;
-  uint64_t want = RoundUp(std::max<uint64_t>(kJournalExtent, estimate * 2), kBlock);
-  want = std::min<uint64_t>(want, layout_.segment_size);
-  bool was = compacting_;
-  compacting_ = true;  // the new journal lists every segment itself
-  auto first_or = AllocateJournalExtent(want / kBlock, 0);
-  compacting_ = was;
-  if (!first_or.ok()) return first_or.status();
-  const auto [first, mirror] = *first_or;
-  // Segments in use (the journal's own included, now that it is allocated):
-  // 2 bits per segment, skipping spans that are all free.
-  for (uint64_t first_seg = 0; first_seg < use_.size(); first_seg += kSegMapSpan) {
-    const auto count = static_cast<uint32_t>(std::min<uint64_t>(kSegMapSpan, use_.size() - first_seg));
+  uint64_t want = std::min<uint64_t>(RoundUp(std::max<uint64_t>(kJournalExtent, estimate * 2), kBlock), max_extent);
+  // The new journal lists every segment itself: allocations journal nothing.
+  struct Compacting {
+    bool& flag;
+    bool was;
+    explicit Compacting(bool& f) : flag(f), was(f) { flag = true; }
+    ~Compacting() { flag = was; }
+  };
+  std::vector<Extent> extents, mirrors;  // of the new journal, index for index
+  {
+    Compacting c(compacting_);
+    QCFS_ASSIGN_OR_RETURN(auto pair, AllocateJournalExtent(want / kBlock, 0));
+    extents.push_back(pair.first);
+    mirrors.push_back(pair.second);
+  }
+  // Segments in use (the first extent's included, now that it is
+  // allocated): 2 bits per segment, skipping spans that are all free.
+  // Segments taken for further extents below may be listed free: replay
+  // derives metadata segments from the extents anyway.
+  // A record covers fewer segments where extents are small (8 KiB segments).
+  const uint64_t span = std::min<uint64_t>(kSegMapSpan, 2 * max_extent);
+  for (uint64_t first_seg = 0; first_seg < use_.size(); first_seg += span) {
+    const auto count = static_cast<uint32_t>(std::min<uint64_t>(span, use_.size() - first_seg));
     std::string bits((count + 3) / 4, '\0');
     bool any = false;
     for (uint32_t i = 0; i < count; ++i) {
@@ -288,40 +304,89 @@ Status MetaFs::StartJournal(uint64_t generation) {
     Encoder(&z).Varint(id);
     Encoder(&z).Varint(f->size);
     add(kFileSize, z);  // no hash: the sync below covers its bytes
+  }
+  // Lay the records out over the extents: each extent keeps room for a
+  // "continue at" record after its last one (the last extent, for the
+  // appends that follow).
+  auto give_back = [&](Status s) {
+    for (const Extent& e : extents) FreeExtent(e);
+    for (const Extent& e : mirrors) FreeExtent(e);
+    return s;
+  };
+  std::vector<std::string> contents(1);  // each extent's bytes
+  uint64_t count = 0;                    // records of the new generation
+  uint64_t left = state_bytes;
+  for (std::string& r : records) {
+    if (contents.back().size() + r.size() + kNextReserve > extents.back().length) {
+      const uint64_t blocks = std::min<uint64_t>(RoundUp(std::max<uint64_t>(kJournalExtent, left * 2), kBlock),
+                                                 max_extent) / kBlock;
+      auto pair = [&] {
+        Compacting c(compacting_);
+        return AllocatePair(blocks, extents.back().offset + extents.back().length,
+                            mirrors.back().offset + mirrors.back().length);
+      }();
+      if (!pair.ok()) {
+        return give_back(Status::Errorf(pair.status().code(),
+                                        "metadata journal state of {} bytes: no room for it ({})", state_bytes,
+                                        pair.status().message()));
+      }
+      const auto [next, mirror] = *pair;
+      std::string p;
+      Encoder e(&p);
+      e.Varint(next.offset);
+      e.Varint(next.length);
+      e.Varint(mirror.offset);
+      contents.back().append(EncodeRecord(kJournalNext, generation, p, Seed(layout_.uuid)));
+      ++count;
+      extents.push_back(next);
+      mirrors.push_back(mirror);
+      contents.emplace_back();
+      if (r.size() + kNextReserve > next.length) {
+        return give_back(Status::Errorf(EINVAL, "metadata journal record of {} bytes does not fit an extent of {}",
+                                        r.size(), next.length));
+      }
+    }
+    contents.back().append(r);
+    left -= r.size();
+    std::string().swap(r);  // the state is held once, not twice
+    ++count;
+  }
+  for (auto& [id, f] : files_) {
+    if (f->deleted) continue;
     f->journaled_size = f->size;
     XXH3_64bits_reset(f->appended);
   }
-  if (records.size() + kNextReserve > first.length) {
-    FreeExtent(first);
-    FreeExtent(mirror);
-    return Status::Errorf(ENOSPC, "metadata journal state of {} bytes does not fit", records.size());
+  // Write both copies of every extent (zero the rest of the last record's
+  // block) and make them durable before the root points at them.
+  const std::string last = contents.back();
+  std::vector<IoOp> writes;
+  for (size_t i = 0; i < extents.size(); ++i) {
+    contents[i].resize(RoundUp(contents[i].size() + 1, kBlock), '\0');
+    writes.push_back(IoOp::Write(extents[i].offset, Bytes(contents[i])));
+    writes.push_back(IoOp::Write(mirrors[i].offset, Bytes(contents[i])));
   }
-  // Write both copies (zero the rest of their first block) and make them
-  // durable before the root points at them.
-  std::string out = records;
-  out.resize(RoundUp(out.size() + 1, kBlock), '\0');
-  const IoOp writes[] = {IoOp::Write(first.offset, Bytes(out)), IoOp::Write(mirror.offset, Bytes(out))};
   QCFS_RETURN_IF_ERROR(device_->Submit(writes));
   QCFS_RETURN_IF_ERROR(device_->Sync());
   // Both roots, one after the other: if one is damaged later, the other
   // still names this generation (the previous one's blocks are reused).
   for (int slot = 0; slot < 2; ++slot) {
-    QCFS_RETURN_IF_ERROR(WriteRoot(generation, first, mirror.offset, count));
+    QCFS_RETURN_IF_ERROR(WriteRoot(generation, extents.front(), mirrors.front().offset, count));
     QCFS_RETURN_IF_ERROR(device_->Sync());
   }
   // The old journal's blocks (both copies) are free once the new roots are durable.
   for (const Extent& old : journal_) FreeExtent(old);
   for (const Extent& old : mirror_) FreeExtent(old);
   generation_ = generation;
-  journal_ = {first};
-  mirror_ = {mirror};
+  journal_ = extents;
+  mirror_ = mirrors;
   journal_records_ = count;
   root_synced_ = count;
-  journal_pos_ = first.offset + records.size();
-  journal_end_ = first.offset + first.length;
-  journal_bytes_ = records.size();
+  journal_pos_ = extents.back().offset + last.size();
+  journal_end_ = extents.back().offset + extents.back().length;
+  journal_bytes_ = last.size();
+  for (size_t i = 0; i + 1 < extents.size(); ++i) journal_bytes_ += extents[i].length;
   tail_offset_ = (journal_pos_ / kBlock) * kBlock;
-  tail_ = records.substr(tail_offset_ - first.offset);
+  tail_ = last.substr(tail_offset_ - extents.back().offset);
   return Status::Ok();
 }
 

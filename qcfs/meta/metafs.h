@@ -8,7 +8,9 @@
 // journal of checksummed records. One of two root blocks (the one with the
 // higher generation) points at the journal's first extent; the journal
 // chains further extents with "continue at" records and is rewritten
-// compactly (a new generation) when it has grown large.
+// compactly (a new generation) when it has grown large. A generation's
+// state spans as many chained extents as it needs: it is bounded by free
+// metadata space, not by a segment.
 //
 // The journal is kept twice: every extent has a mirror extent of the same
 // length in another metadata segment, and every record is written at the

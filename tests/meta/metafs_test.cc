@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -687,12 +688,12 @@ TEST(MetaFs, FileFromBeforeFileCopiesIsReadAndGrowsWithTwoCopies) {
 // flushes and compactions loses nothing that was synced, whether the writes
 // since the last sync are all lost or reached the media in any order; nor
 // does a flipped bit in one copy of the journal on top of a cut.
-TEST(MetaFs, RocksDbLosesNothingSyncedAcrossPowerCuts) {
-  const int rounds = std::getenv("QCFS_POWERCUT_ROUNDS") ? std::atoi(std::getenv("QCFS_POWERCUT_ROUNDS")) : 60;
+// `dev` holds a formatted MetaFs; `check` is called on each mount.
+void RocksDbPowerCuts(MemDevice& dev, const MetaFsLayout& layout, int default_rounds,
+                      const std::function<void(MetaFs*)>& check) {
+  const int rounds =
+      std::getenv("QCFS_POWERCUT_ROUNDS") ? std::atoi(std::getenv("QCFS_POWERCUT_ROUNDS")) : default_rounds;
   std::mt19937_64 rng(std::getenv("QCFS_POWERCUT_SEED") ? std::strtoull(std::getenv("QCFS_POWERCUT_SEED"), nullptr, 10) : 99);
-  MemDevice dev(256 << 20);
-  MetaFsLayout layout = Layout(dev.size());
-  ASSERT_TRUE(MetaFs::Format(&dev, layout).ok());
   // For each key: the value that must survive, and values written after it
   // (unsynced, or a sync that failed) that may have survived instead.
   std::map<std::string, std::string> synced;
@@ -704,6 +705,8 @@ TEST(MetaFs, RocksDbLosesNothingSyncedAcrossPowerCuts) {
     auto fs = MetaFs::Mount(&dev, layout);
     ASSERT_TRUE(fs.ok()) << fs.status().ToString();
     copies_damaged += (*fs)->journal_copies().damaged();
+    check(fs->get());
+    if (::testing::Test::HasFatalFailure()) return;
     MetaOptions mo;
     mo.fs = fs->get();
     mo.create = !created;
@@ -775,6 +778,166 @@ TEST(MetaFs, RocksDbLosesNothingSyncedAcrossPowerCuts) {
   if (rounds >= 30) {
     EXPECT_GT(copies_damaged, 0u);
   }
+}
+
+TEST(MetaFs, RocksDbLosesNothingSyncedAcrossPowerCuts) {
+  MemDevice dev(256 << 20);
+  const MetaFsLayout layout = Layout(dev.size());
+  ASSERT_TRUE(MetaFs::Format(&dev, layout).ok());
+  RocksDbPowerCuts(dev, layout, 60, [](MetaFs*) {});
+}
+
+// ---------------------------------------------------------------- a state larger than a segment
+
+// 64 KiB segments: a file extent, and a journal extent, is 64 KiB at most.
+MetaFsLayout SmallSegmentLayout(uint64_t device_size) {
+  MetaFsLayout l = Layout(device_size);
+  l.segment_size = 64 << 10;
+  l.segment_count = (device_size - l.data_offset) / l.segment_size;
+  return l;
+}
+
+// Files whose state (an extent record per 64 KiB, a checksum per 4 KiB
+// block) takes about 1.6 KiB per MiB: 60 MiB of them need a state larger
+// than a 64 KiB segment.
+constexpr int kBallastFiles = 30;
+constexpr uint64_t kBallastBytes = 2 << 20;
+
+// Not a RocksDB file name: RocksDB deletes those it does not know.
+std::string BallastName(int i) { return fmt::format("ballast-{:02}", i); }
+
+std::string BallastData(int i) {
+  std::string out(kBallastBytes, '\0');
+  std::mt19937_64 rng(1000 + i);
+  for (size_t at = 0; at < out.size(); at += 8) StoreLE64(out.data() + at, rng());
+  return out;
+}
+
+void WriteBallast(MetaFs* fs) {
+  for (int i = 0; i < kBallastFiles; ++i) {
+    auto f = fs->Create(BallastName(i));
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    const std::string data = BallastData(i);
+    for (size_t at = 0; at < data.size(); at += 256 << 10) {
+      ASSERT_TRUE((*f)->Append(B(data.substr(at, 256 << 10))).ok());
+    }
+    ASSERT_TRUE((*f)->Sync().ok());
+  }
+}
+
+void ExpectBallast(MetaFs* fs) {
+  for (int i = 0; i < kBallastFiles; ++i) {
+    EXPECT_TRUE(ReadAll(fs, BallastName(i)) == BallastData(i)) << BallastName(i) << " differs";
+  }
+}
+
+// A volume whose journal state spans several segments, just written by a
+// read-write mount's new generation.
+void WriteLargeState(MemDevice* dev, const MetaFsLayout& layout) {
+  {
+    auto fs = MetaFs::Format(dev, layout);
+    ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+    WriteBallast(fs->get());
+  }
+  auto fs = MetaFs::Mount(dev, layout);
+  ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+  ASSERT_GT((*fs)->Usage().journal_bytes, layout.segment_size) << "the state should span several segments";
+  ASSERT_GE((*fs)->JournalExtents().size(), 2u);
+}
+
+TEST(MetaFs, StateLargerThanASegmentSurvivesRemounts) {
+  MemDevice dev(192 << 20);
+  const MetaFsLayout layout = SmallSegmentLayout(dev.size());
+  ASSERT_NO_FATAL_FAILURE(WriteLargeState(&dev, layout));
+  for (int mount = 0; mount < 3; ++mount) {
+    auto fs = MetaFs::Mount(&dev, layout);
+    ASSERT_TRUE(fs.ok()) << fs.status().ToString();
+    ExpectBallast(fs->get());
+    EXPECT_EQ((*fs)->journal_copies().damaged(), 0u);
+    const auto journal = (*fs)->JournalExtents();
+    const auto mirror = (*fs)->JournalMirrorExtents();
+    ASSERT_EQ(journal.size(), mirror.size());
+    auto segment = [&](uint64_t offset) { return (offset - layout.data_offset) / layout.segment_size; };
+    for (size_t i = 0; i < journal.size(); ++i) {
+      EXPECT_EQ(journal[i].length, mirror[i].length);
+      EXPECT_NE(segment(journal[i].offset), segment(mirror[i].offset)) << "extent " << i;
+    }
+  }
+}
+
+// The power going at any write of a new generation's state (the unsynced
+// writes lost, or landing in any order) leaves the previous generation, or
+// the new one whole.
+TEST(MetaFs, StateLargerThanASegmentSurvivesAPowerCutWhileWritten) {
+  MemDevice dev(192 << 20);
+  const MetaFsLayout layout = SmallSegmentLayout(dev.size());
+  ASSERT_NO_FATAL_FAILURE(WriteLargeState(&dev, layout));
+  std::mt19937_64 rng(5);
+  bool mounted = false;
+  for (uint64_t cut = 0; cut < 100 && !mounted; ++cut) {
+    SCOPED_TRACE(fmt::format("power cut after {} writes", cut));
+    std::atomic<uint64_t> writes{0};
+    dev.SetFaultHook([&](const IoOp& op) {
+      if (op.kind == IoOp::Kind::kWrite && ++writes > cut) return Status::Error(EIO, "power cut");
+      return Status::Ok();
+    });
+    mounted = MetaFs::Mount(&dev, layout).ok();
+    dev.SetFaultHook(nullptr);
+    if (cut % 2 == 0) {
+      dev.DropUnsynced();
+    } else {
+      dev.PowerCut(rng());
+    }
+    auto ro = MetaFs::MountReadOnly(&dev, layout);
+    ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+    ExpectBallast(ro->get());
+  }
+  EXPECT_TRUE(mounted) << "no mount got through";
+}
+
+// A flipped bit in either copy of the state, in its first extent or a
+// chained one: nothing is lost, and a read-write mount rewrites both copies.
+TEST(MetaFs, FlipInOneCopyOfAStateLargerThanASegmentLosesNothing) {
+  for (int copy = 0; copy < 2; ++copy) {
+    for (bool chained : {false, true}) {
+      SCOPED_TRACE(fmt::format("copy {}, {} extent", copy, chained ? "a chained" : "the first"));
+      MemDevice dev(192 << 20);
+      const MetaFsLayout layout = SmallSegmentLayout(dev.size());
+      ASSERT_NO_FATAL_FAILURE(WriteLargeState(&dev, layout));
+      JournalLayout j = ReadJournalLayout(&dev, layout);
+      ASSERT_GE(j.copy[copy].size(), 2u);
+      // Byte 10 of an extent is in its first record (its generation).
+      FlipBit(&dev, j.copy[copy][chained ? 1 : 0].offset + 10, 3);
+      {
+        auto ro = MetaFs::MountReadOnly(&dev, layout);
+        ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+        ExpectBallast(ro->get());
+        EXPECT_EQ((*ro)->journal_copies().damaged(), 1u);
+      }
+      {
+        auto rw = MetaFs::Mount(&dev, layout);
+        ASSERT_TRUE(rw.ok()) << rw.status().ToString();
+        EXPECT_TRUE((*rw)->journal_copies().rewritten);
+      }
+      auto again = MetaFs::MountReadOnly(&dev, layout);
+      ASSERT_TRUE(again.ok()) << again.status().ToString();
+      ExpectBallast(again->get());
+      EXPECT_EQ((*again)->journal_copies().damaged(), 0u);
+    }
+  }
+}
+
+// RocksDB beside files whose state spans several segments: every mount
+// writes that state again, and power cuts and flips (in a copy of the
+// journal, the state included) lose nothing synced.
+TEST(MetaFs, RocksDbBesideAStateLargerThanASegmentLosesNothingSyncedAcrossPowerCuts) {
+  MemDevice dev(320 << 20);
+  const MetaFsLayout layout = SmallSegmentLayout(dev.size());
+  ASSERT_NO_FATAL_FAILURE(WriteLargeState(&dev, layout));
+  RocksDbPowerCuts(dev, layout, 30, [&](MetaFs* fs) {
+    ExpectBallast(fs);
+    EXPECT_GT(fs->Usage().journal_bytes, layout.segment_size);
+  });
 }
 
 }  // namespace
