@@ -73,6 +73,7 @@ class Checker {
   Status CheckCounters();
   Status CheckSpace();
   void CheckJournalCopies();
+  Status CheckFileCopies();
   Status Commit();
 
   Volume* v_;
@@ -683,6 +684,11 @@ Status Checker::CheckSpace() {
   for (auto& [name, extents] : space->FileExtents()) {
     for (auto& e : extents) claim(name, e);
   }
+  for (auto& [name, extents] : space->FileMirrorExtents()) {
+    for (auto& e : extents) {
+      if (e.length != 0) claim(name + " (mirror)", e);
+    }
+  }
   for (auto& e : space->JournalExtents()) claim("<journal>", e);
   for (auto& e : space->JournalMirrorExtents()) claim("<journal mirror>", e);
   return Status::Ok();
@@ -710,9 +716,37 @@ void Checker::CheckJournalCopies() {
   }
 }
 
+// Blocks of RocksDB's files (in MetaFs) bad in one copy: read from the
+// other, so nothing is lost; repair rewrites the bad copy. Bad in both: the
+// file has lost data (RocksDB reports the corruption where it reads it).
+Status Checker::CheckFileCopies() {
+  QCFS_ASSIGN_OR_RETURN(MetaFs::FileCopies copies, v_->space()->ScrubFiles(options_.repair));
+  auto blocks = [](uint64_t n) { return fmt::format("{} block{}", n, n == 1 ? "" : "s"); };
+  const bool fixed = copies.repaired > 0;
+  const std::string then = fixed ? "; the damaged copy was rewritten" : "; qcfs check --repair rewrites it";
+  if (copies.primary_damaged > 0) {
+    Find("meta-copy",
+         fmt::format("metadata files: {} read from the mirror copy (the primary copy is damaged){}",
+                     blocks(copies.primary_damaged), then),
+         {}, fixed);
+  }
+  if (copies.mirror_damaged > 0) {
+    Find("meta-copy",
+         fmt::format("metadata files: {} damaged in the mirror copy (the primary copy is intact){}",
+                     blocks(copies.mirror_damaged), then),
+         {}, fixed);
+  }
+  if (copies.both_damaged > 0) {
+    Find("meta-file", fmt::format("metadata files: {} damaged in both copies (that metadata is lost)",
+                                  blocks(copies.both_damaged)));
+  }
+  return Status::Ok();
+}
+
 Status Checker::Run() {
   if (!v_->space()->rolled_back().empty()) Find("metadata-journal", v_->space()->rolled_back(), {}, true);
   CheckJournalCopies();
+  QCFS_RETURN_IF_ERROR(CheckFileCopies());
   QCFS_RETURN_IF_ERROR(ScanInodes());
   QCFS_RETURN_IF_ERROR(ScanDirents());
   QCFS_RETURN_IF_ERROR(ScanXattrsAndOrphans());

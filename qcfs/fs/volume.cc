@@ -154,7 +154,7 @@ Status MkfsOn(Device* device, const MkfsOptions& options) {
   Superblock sb;
   uuid_generate_random(sb.uuid.data());
   sb.device_size = device->size();
-  sb.incompat_features = Superblock::kIncompatBlockSums;
+  sb.incompat_features = Superblock::kIncompatBlockSums | Superblock::kIncompatMetaFileCopies;
   sb.chunk_size = options.chunk_size;
   sb.segment_size = segment_size;
   sb.compression = options.compression;
@@ -255,6 +255,15 @@ Result<std::unique_ptr<Volume>> Volume::OpenOn(std::unique_ptr<Device> device, c
   if (sb.device_size > device->size()) {
     return Status::Errorf(EIO, "{} is {} but the volume spans {}: the device was truncated", device_path,
                           FormatSize(device->size()), FormatSize(sb.device_size));
+  }
+  if (!options.read_only && (sb.incompat_features & Superblock::kIncompatMetaFileCopies) == 0) {
+    // A volume from before MetaFs kept its files twice: say so before the
+    // mount writes a journal with their checksums and mirrors.
+    sb.incompat_features |= Superblock::kIncompatMetaFileCopies;
+    QCFS_RETURN_IF_ERROR(
+        WriteSuperblock(device.get(), sb).WithContext("marking the volume's mirrored metadata files"));
+    Log(LogLevel::kInfo, "{}: volume upgraded: qcfs releases before mirrored metadata files can no longer mount it",
+        device_path);
   }
   // Only qcfs check --repair rolls a damaged metadata journal back.
   const auto damage = options.maintenance ? MetaFs::Damage::kRollBack : MetaFs::Damage::kRefuse;

@@ -9,6 +9,22 @@
 
 namespace qcfs {
 
+namespace {
+
+// RocksDB (7.8, env/fs_posix.cc) failing to take its LOCK file: held by this
+// process ("lock hold by current process, acquire time ...") or by another
+// (fcntl: "While lock file: <path>: Resource temporarily unavailable", or
+// EACCES). Matched strictly: other IO errors mention blocks.
+bool IsLockError(const rocksdb::Status& s) {
+  if (!s.IsIOError()) return false;
+  const std::string text = s.ToString();
+  auto has = [&](std::string_view what) { return text.find(what) != std::string::npos; };
+  return has("lock hold by current process") ||
+         (has("While lock file") && (has("Resource temporarily unavailable") || has("Permission denied")));
+}
+
+}  // namespace
+
 Status FromRocks(const rocksdb::Status& s, std::string_view context) {
   if (s.ok()) return Status::Ok();
   int err = EIO;
@@ -16,7 +32,7 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context) {
   else if (s.IsNoSpace()) err = ENOSPC;
   else if (s.IsBusy() || s.IsTryAgain()) err = EBUSY;
   else if (s.IsInvalidArgument()) err = EINVAL;
-  else if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) err = EBUSY;
+  else if (IsLockError(s)) err = EBUSY;
   return Status::Errorf(err, "{}: {}", context, s.ToString());
 }
 
@@ -99,7 +115,7 @@ Result<std::unique_ptr<MetaDb>> MetaDb::Open(const std::string& path, const Meta
   rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(opts, path, &raw)
                                         : rocksdb::DB::Open(opts, path, &raw);
   if (!s.ok()) {
-    if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    if (IsLockError(s)) {
       return Status::Errorf(EBUSY, "metadata {} is in use by another process (mounted?)", path);
     }
     if (!options.create && s.IsInvalidArgument() && s.ToString().find("does not exist") != std::string::npos) {

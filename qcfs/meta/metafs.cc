@@ -29,7 +29,10 @@ enum RecordType : uint8_t {
   kFileSize = 6,
   kJournalNext = 7,
   kSegUseMap = 8,
+  kFileSums = 9,
 };
+// A kFileSums record holds at most this many block checksums.
+constexpr uint64_t kSumsPerRecord = 1024;
 // A kSegUseMap record covers this many segments (2 bits each).
 constexpr uint32_t kSegMapSpan = 1u << 16;
 
@@ -38,6 +41,14 @@ uint64_t Seed(const std::array<uint8_t, 16>& uuid) { return LoadLE64(uuid.data()
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 std::span<std::byte> Bytes(std::string& s) { return {reinterpret_cast<std::byte*>(s.data()), s.size()}; }
+
+// The checksum of a metadata file's block: of the file's bytes in it (the
+// whole block, or the part before the file's end). Never 0, which stands for
+// "not known" (a block written before mirroring).
+uint32_t BlockSum(const void* p, size_t n) {
+  const auto sum = static_cast<uint32_t>(XXH3_64bits(p, n));
+  return sum == 0 ? 1 : sum;
+}
 
 // One journal record: u32 length, u8 type, u64 generation, payload, u64 xxh3.
 std::string EncodeRecord(uint8_t type, uint64_t generation, std::string_view payload, uint64_t seed) {
@@ -68,6 +79,20 @@ struct MetaFs::FileState {
   uint64_t journaled_size = 0;  // size the journal records
   uint64_t allocated = 0;       // bytes of extents
   std::vector<Extent> extents;
+  // The mirror of each extent, index for index (same length); offset 0:
+  // none (an extent written before mirroring).
+  std::vector<uint64_t> mirrors;
+  // Checksum of each block up to the size (BlockSum; 0: not known).
+  std::vector<uint32_t> sums;
+  // The file's bytes in its last block, when the size is not block aligned
+  // (the next append extends that block's checksum); loaded on demand.
+  std::string tail;
+  bool tail_loaded = false;
+  // Bytes from here to the size were appended past the last completed sync
+  // (found at replay): one copy of their blocks may not have reached the
+  // device. A read-write mount rewrites that copy; until then it is not
+  // damage. UINT64_MAX: none.
+  uint64_t settled = UINT64_MAX;
   int handles = 0;
   bool deleted = false;
   // Hash of the bytes [journaled_size, size): a size record carries it, so
@@ -75,27 +100,63 @@ struct MetaFs::FileState {
   XXH3_state_t* appended;
 };
 
+struct MetaFs::FileView {
+  std::string name;
+  uint64_t size = 0;  // reads never go past it
+  std::vector<Extent> extents;
+  std::vector<uint64_t> mirrors;
+  uint64_t settled = UINT64_MAX;  // FileState::settled
+  uint64_t first_block = 0;     // of `sums`
+  std::vector<uint32_t> sums;   // blocks [first_block, ...) of the range read
+};
+
 namespace {
 
-// Reads [offset, offset + out.size()) of a file laid out in `extents`.
-Status ReadExtents(Device* device, const std::vector<MetaFs::Extent>& extents, uint64_t offset,
-                   std::span<std::byte> out) {
-  std::vector<IoOp> ops;
+// Payloads of kFileSums records for blocks [first, first + count) of file `id`:
+// varint id, varint first block, varint count, u32 checksum per block.
+std::vector<std::string> SumsPayloads(uint64_t id, const std::vector<uint32_t>& sums, uint64_t first, uint64_t count) {
+  std::vector<std::string> out;
+  for (uint64_t at = first; at < first + count; at += kSumsPerRecord) {
+    const uint64_t n = std::min(kSumsPerRecord, first + count - at);
+    std::string p;
+    Encoder e(&p);
+    e.Varint(id);
+    e.Varint(at);
+    e.Varint(n);
+    for (uint64_t b = at; b < at + n; ++b) e.Fixed32(b < sums.size() ? sums[b] : 0);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+// Maps [offset, offset + n) of a file laid out in `extents` onto the device:
+// calls op(device offset, buffer offset, length) for each piece; `mirror`
+// picks the mirror copy, skipping pieces of extents that have none (from
+// before mirroring). Returns the bytes mapped: less than n where the file
+// ends first or a piece has no mirror.
+template <typename Op>
+uint64_t MapExtents(const std::vector<MetaFs::Extent>& extents, const std::vector<uint64_t>& mirrors, bool mirror,
+                    uint64_t offset, uint64_t n, Op op) {
   uint64_t file_pos = 0;
-  size_t done = 0;
-  for (const MetaFs::Extent& e : extents) {
-    if (done == out.size()) break;
+  uint64_t done = 0, mapped = 0;
+  for (size_t i = 0; i < extents.size() && done < n; ++i) {
+    const MetaFs::Extent& e = extents[i];
     uint64_t ext_end = file_pos + e.length;
     uint64_t from = offset + done;
     if (from < ext_end) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(ext_end - from, out.size() - done));
-      ops.push_back(IoOp::Read(e.offset + (from - file_pos), out.subspan(done, n)));
-      done += n;
+      uint64_t len = std::min<uint64_t>(ext_end - from, n - done);
+      if (!mirror) {
+        op(e.offset + (from - file_pos), done, len);
+        mapped += len;
+      } else if (i < mirrors.size() && mirrors[i] != 0) {
+        op(mirrors[i] + (from - file_pos), done, len);
+        mapped += len;
+      }
+      done += len;
     }
     file_pos = ext_end;
   }
-  if (done < out.size()) return Status::Error(EIO, "metadata file is shorter than its size");
-  return device->Submit(ops);
+  return mapped;
 }
 
 }  // namespace
@@ -169,27 +230,43 @@ Status MetaFs::StartJournal(uint64_t generation) {
                           generation);
   }
   // A fresh journal in new blocks, holding the whole state, then the root.
-  std::string records;
-  uint64_t count = 0;
+  // The state is a list of records; where it outgrows an extent it goes on
+  // in further extents chained with "continue at" records (as appends do),
+  // so its size is bounded by free metadata space, not by a segment.
+  std::vector<std::string> records;
+  uint64_t state_bytes = 0;
   auto add = [&](uint8_t type, const std::string& payload) {
-    records.append(EncodeRecord(type, generation, payload, Seed(layout_.uuid)));
-    ++count;
+    records.push_back(EncodeRecord(type, generation, payload, Seed(layout_.uuid)));
+    state_bytes += records.back().size();
   };
-  // Size the new journal for the state plus room to grow.
+  // No journal extent is larger than a segment, nor than replay accepts.
+  const uint64_t max_extent = std::min<uint64_t>(layout_.segment_size, kMaxJournalExtent) / kBlock * kBlock;
+  // Size the first extent for the state plus room to grow.
   uint64_t estimate = use_.size() / 4 + 64 * (use_.size() / kSegMapSpan + 1);
-  for (auto& [id, f] : files_) estimate += 64 + f->name.size() + 24 * f->extents.size();
-  uint64_t want = RoundUp(std::max<uint64_t>(kJournalExtent, estimate * 2), kBlock);
-  want = std::min<uint64_t>(want, layout_.segment_size);
-  bool was = compacting_;
-  compacting_ = true;  // the new journal lists every segment itself
-  auto first_or = AllocateJournalExtent(want / kBlock, 0);
-  compacting_ = was;
-  if (!first_or.ok()) return first_or.status();
-  const auto [first, mirror] = *first_or;
-  // Segments in use (the journal's own included, now that it is allocated):
-  // 2 bits per segment, skipping spans that are all free.
-  for (uint64_t first_seg = 0; first_seg < use_.size(); first_seg += kSegMapSpan) {
-    const auto count = static_cast<uint32_t>(std::min<uint64_t>(kSegMapSpan, use_.size() - first_seg));
+  for (auto& [id, f] : files_) estimate += 64 + f->name.size() + 32 * f->extents.size() + 4 * f->sums.size() + 64;
+  uint64_t want = std::min<uint64_t>(RoundUp(std::max<uint64_t>(kJournalExtent, estimate * 2), kBlock), max_extent);
+  // The new journal lists every segment itself: allocations journal nothing.
+  struct Compacting {
+    bool& flag;
+    bool was;
+    explicit Compacting(bool& f) : flag(f), was(f) { flag = true; }
+    ~Compacting() { flag = was; }
+  };
+  std::vector<Extent> extents, mirrors;  // of the new journal, index for index
+  {
+    Compacting c(compacting_);
+    QCFS_ASSIGN_OR_RETURN(auto pair, AllocateJournalExtent(want / kBlock, 0));
+    extents.push_back(pair.first);
+    mirrors.push_back(pair.second);
+  }
+  // Segments in use (the first extent's included, now that it is
+  // allocated): 2 bits per segment, skipping spans that are all free.
+  // Segments taken for further extents below may be listed free: replay
+  // derives metadata segments from the extents anyway.
+  // A record covers fewer segments where extents are small (8 KiB segments).
+  const uint64_t span = std::min<uint64_t>(kSegMapSpan, 2 * max_extent);
+  for (uint64_t first_seg = 0; first_seg < use_.size(); first_seg += span) {
+    const auto count = static_cast<uint32_t>(std::min<uint64_t>(span, use_.size() - first_seg));
     std::string bits((count + 3) / 4, '\0');
     bool any = false;
     for (uint32_t i = 0; i < count; ++i) {
@@ -211,52 +288,105 @@ Status MetaFs::StartJournal(uint64_t generation) {
     Encoder(&p).Varint(id);
     Encoder(&p).String(f->name);
     add(kFileCreate, p);
-    for (const Extent& x : f->extents) {
+    for (size_t i = 0; i < f->extents.size(); ++i) {
       std::string q;
       Encoder e(&q);
       e.Varint(id);
-      e.Varint(x.offset);
-      e.Varint(x.length);
+      e.Varint(f->extents[i].offset);
+      e.Varint(f->extents[i].length);
+      if (f->mirrors[i] != 0) e.Varint(f->mirrors[i]);
       add(kFileExtent, q);
     }
+    const uint64_t blocks = RoundUp(f->size, kBlock) / kBlock;
+    f->sums.resize(blocks);
+    for (const std::string& q : SumsPayloads(id, f->sums, 0, blocks)) add(kFileSums, q);
     std::string z;
     Encoder(&z).Varint(id);
     Encoder(&z).Varint(f->size);
     add(kFileSize, z);  // no hash: the sync below covers its bytes
+  }
+  // Lay the records out over the extents: each extent keeps room for a
+  // "continue at" record after its last one (the last extent, for the
+  // appends that follow).
+  auto give_back = [&](Status s) {
+    for (const Extent& e : extents) FreeExtent(e);
+    for (const Extent& e : mirrors) FreeExtent(e);
+    return s;
+  };
+  std::vector<std::string> contents(1);  // each extent's bytes
+  uint64_t count = 0;                    // records of the new generation
+  uint64_t left = state_bytes;
+  for (std::string& r : records) {
+    if (contents.back().size() + r.size() + kNextReserve > extents.back().length) {
+      const uint64_t blocks = std::min<uint64_t>(RoundUp(std::max<uint64_t>(kJournalExtent, left * 2), kBlock),
+                                                 max_extent) / kBlock;
+      auto pair = [&] {
+        Compacting c(compacting_);
+        return AllocatePair(blocks, extents.back().offset + extents.back().length,
+                            mirrors.back().offset + mirrors.back().length);
+      }();
+      if (!pair.ok()) {
+        return give_back(Status::Errorf(pair.status().code(),
+                                        "metadata journal state of {} bytes: no room for it ({})", state_bytes,
+                                        pair.status().message()));
+      }
+      const auto [next, mirror] = *pair;
+      std::string p;
+      Encoder e(&p);
+      e.Varint(next.offset);
+      e.Varint(next.length);
+      e.Varint(mirror.offset);
+      contents.back().append(EncodeRecord(kJournalNext, generation, p, Seed(layout_.uuid)));
+      ++count;
+      extents.push_back(next);
+      mirrors.push_back(mirror);
+      contents.emplace_back();
+      if (r.size() + kNextReserve > next.length) {
+        return give_back(Status::Errorf(EINVAL, "metadata journal record of {} bytes does not fit an extent of {}",
+                                        r.size(), next.length));
+      }
+    }
+    contents.back().append(r);
+    left -= r.size();
+    std::string().swap(r);  // the state is held once, not twice
+    ++count;
+  }
+  for (auto& [id, f] : files_) {
+    if (f->deleted) continue;
     f->journaled_size = f->size;
     XXH3_64bits_reset(f->appended);
   }
-  if (records.size() + kNextReserve > first.length) {
-    FreeExtent(first);
-    FreeExtent(mirror);
-    return Status::Errorf(ENOSPC, "metadata journal state of {} bytes does not fit", records.size());
+  // Write both copies of every extent (zero the rest of the last record's
+  // block) and make them durable before the root points at them.
+  const std::string last = contents.back();
+  std::vector<IoOp> writes;
+  for (size_t i = 0; i < extents.size(); ++i) {
+    contents[i].resize(RoundUp(contents[i].size() + 1, kBlock), '\0');
+    writes.push_back(IoOp::Write(extents[i].offset, Bytes(contents[i])));
+    writes.push_back(IoOp::Write(mirrors[i].offset, Bytes(contents[i])));
   }
-  // Write both copies (zero the rest of their first block) and make them
-  // durable before the root points at them.
-  std::string out = records;
-  out.resize(RoundUp(out.size() + 1, kBlock), '\0');
-  const IoOp writes[] = {IoOp::Write(first.offset, Bytes(out)), IoOp::Write(mirror.offset, Bytes(out))};
   QCFS_RETURN_IF_ERROR(device_->Submit(writes));
   QCFS_RETURN_IF_ERROR(device_->Sync());
   // Both roots, one after the other: if one is damaged later, the other
   // still names this generation (the previous one's blocks are reused).
   for (int slot = 0; slot < 2; ++slot) {
-    QCFS_RETURN_IF_ERROR(WriteRoot(generation, first, mirror.offset, count));
+    QCFS_RETURN_IF_ERROR(WriteRoot(generation, extents.front(), mirrors.front().offset, count));
     QCFS_RETURN_IF_ERROR(device_->Sync());
   }
   // The old journal's blocks (both copies) are free once the new roots are durable.
   for (const Extent& old : journal_) FreeExtent(old);
   for (const Extent& old : mirror_) FreeExtent(old);
   generation_ = generation;
-  journal_ = {first};
-  mirror_ = {mirror};
+  journal_ = extents;
+  mirror_ = mirrors;
   journal_records_ = count;
   root_synced_ = count;
-  journal_pos_ = first.offset + records.size();
-  journal_end_ = first.offset + first.length;
-  journal_bytes_ = records.size();
+  journal_pos_ = extents.back().offset + last.size();
+  journal_end_ = extents.back().offset + extents.back().length;
+  journal_bytes_ = last.size();
+  for (size_t i = 0; i + 1 < extents.size(); ++i) journal_bytes_ += extents[i].length;
   tail_offset_ = (journal_pos_ / kBlock) * kBlock;
-  tail_ = records.substr(tail_offset_ - first.offset);
+  tail_ = last.substr(tail_offset_ - extents.back().offset);
   return Status::Ok();
 }
 
@@ -350,8 +480,19 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
   struct Appended {
     uint64_t record;  // its index in the journal
     uint64_t from, to, hash;
+    size_t undo_begin, undo_end;  // its block checksums: entries [undo_begin, undo_end) of the file's undo log
   };
   std::map<uint64_t, std::vector<Appended>> unverified;  // file id -> appends no completed sync covers
+  // Block checksums replaced since the file's last durable size record, in
+  // order: an append found missing, or checksums whose size record never
+  // reached the journal (its write failed, or the journal ends before it),
+  // put the earlier ones back.
+  struct SumUndo {
+    uint64_t block;
+    uint32_t old;
+  };
+  std::map<uint64_t, std::vector<SumUndo>> sum_undo;  // file id -> replaced checksums
+  std::map<uint64_t, size_t> undo_at_size;           // file id -> its undo log's length at its last size record
   for (;;) {
     uint64_t size = verifies(buf, pos);
     if (mirrored) {
@@ -439,12 +580,33 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
         break;
       }
       case kFileExtent: {
-        uint64_t id, off, length;
+        // varint id, offset, length, and the mirror's varint offset when it has one.
+        uint64_t id, off, length, moff = 0;
         ok = d.Varint(&id) && d.Varint(&off) && d.Varint(&length) && valid_extent(off, length);
+        if (ok && !d.done()) ok = d.Varint(&moff) && valid_extent(moff, length) && !overlaps({off, length}, {moff, length});
         auto it = files_.find(id);
         if (ok && it != files_.end()) {
           it->second->extents.push_back({off, length});
+          it->second->mirrors.push_back(moff);
           it->second->allocated += length;
+        }
+        break;
+      }
+      case kFileSums: {
+        uint64_t id, first, n;
+        ok = d.Varint(&id) && d.Varint(&first) && d.Varint(&n) && n <= kSumsPerRecord;
+        auto it = files_.find(id);
+        ok = ok && (it == files_.end() ||
+                    (first <= it->second->allocated / kBlock && n <= it->second->allocated / kBlock - first));
+        std::vector<uint32_t> got(ok ? n : 0);
+        for (uint64_t i = 0; ok && i < n; ++i) ok = d.Fixed32(&got[i]);
+        if (ok && it != files_.end()) {
+          FileState& f = *it->second;
+          if (f.sums.size() < first + n) f.sums.resize(first + n, 0);
+          for (uint64_t i = 0; i < n; ++i) {
+            sum_undo[id].push_back({first + i, f.sums[first + i]});
+            f.sums[first + i] = got[i];
+          }
         }
         break;
       }
@@ -461,8 +623,16 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
           f.journaled_size = f.size;
           // Bytes appended since the last sync marker may not be on the
           // device even though this record is: checked after replay.
-          if (hashed && f.size > prev && records >= synced) unverified[id].push_back({records, prev, f.size, hash});
-          if (!hashed) unverified.erase(id);
+          const size_t undo_end = sum_undo.contains(id) ? sum_undo[id].size() : 0;
+          if (records < synced || !hashed) {
+            // Durable (or a truncation): the checksums before it stand.
+            if (!hashed) unverified.erase(id);
+            sum_undo.erase(id);
+            undo_at_size.erase(id);
+          } else {
+            if (f.size > prev) unverified[id].push_back({records, prev, f.size, hash, undo_at_size[id], undo_end});
+            undo_at_size[id] = undo_end;
+          }
         }
         break;
       }
@@ -517,6 +687,19 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
     rolled_back_ = fmt::format("the metadata journal was damaged after record {} of {}; rolled back to it", records,
                                synced);
   }
+  // Checksums journaled for an append whose size record is not in the
+  // journal (its write failed, or the journal ends between them) describe
+  // bytes the file does not hold: the earlier ones stand.
+  for (auto& [id, undo] : sum_undo) {
+    auto it = files_.find(id);
+    const size_t keep = undo_at_size.contains(id) ? undo_at_size[id] : 0;
+    for (size_t i = undo.size(); i > keep; --i) {
+      if (it != files_.end() && undo[i - 1].block < it->second->sums.size()) {
+        it->second->sums[undo[i - 1].block] = undo[i - 1].old;
+      }
+    }
+    undo.resize(std::min(keep, undo.size()));
+  }
   // A size record may have reached the device without the bytes it covers
   // (writes between syncs land in any order): a file ends where its
   // appended bytes stop matching what its records say they were.
@@ -524,15 +707,39 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
     auto it = files_.find(id);
     if (it == files_.end()) continue;
     FileState& f = *it->second;
+    std::vector<SumUndo>& undo = sum_undo[id];
+    // The checksums as they were after log entry `end` (later ones undone).
+    auto sums_before = [&](size_t end) {
+      std::vector<uint32_t> sums = f.sums;
+      for (size_t i = undo.size(); i > end; --i) {
+        if (undo[i - 1].block < sums.size()) sums[undo[i - 1].block] = undo[i - 1].old;
+      }
+      return sums;
+    };
+    f.settled = appends.front().from;
     for (const Appended& a : appends) {
+      // Read as of that record: its size, and its blocks' checksums.
+      std::vector<uint32_t> as_of = sums_before(a.undo_end);
+      const uint64_t saved_size = f.size;
+      f.size = a.to;
+      f.sums.swap(as_of);
+      FileView view = ViewOf(f, a.from, a.to - a.from);
+      f.sums.swap(as_of);
+      f.size = saved_size;
       std::string bytes(a.to - a.from, '\0');
-      Status read = ReadExtents(device_, f.extents, a.from, Bytes(bytes));
+      Status read = ReadView(view, a.from, Bytes(bytes));
       if (read.ok() && XXH3_64bits(bytes.data(), bytes.size()) == a.hash) continue;
       Log(LogLevel::kInfo, "metadata file {}: bytes {}..{} did not reach the device; it ends at {}", f.name, a.from,
           a.to, a.from);
+      f.sums = sums_before(a.undo_begin);
       f.size = f.journaled_size = a.from;
       break;
     }
+  }
+  // Each file has a checksum (or 0: not known) for every block up to its size.
+  for (auto& [id, f] : files_) {
+    f->sums.resize(RoundUp(f->size, kBlock) / kBlock, 0);
+    if (f->settled >= f->size) f->settled = UINT64_MAX;
   }
   journal_pos_ = current.offset + pos;
   journal_end_ = current.offset + current.length;
@@ -550,7 +757,10 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
   for (const Extent& j : journal_) MarkUsed(j);
   for (const Extent& j : mirror_) MarkUsed(j);
   for (auto& [id, f] : files_) {
-    for (const Extent& x : f->extents) MarkUsed(x);
+    for (size_t i = 0; i < f->extents.size(); ++i) {
+      MarkUsed(f->extents[i]);
+      if (f->mirrors[i] != 0) MarkUsed({f->mirrors[i], f->extents[i].length});
+    }
   }
   for (auto& [seg, m] : meta_) use_[seg] = SegmentUse::kMeta;
   RecountUse();
@@ -564,6 +774,14 @@ Status MetaFs::Replay(bool read_only, bool roll_back) {
         read_only ? "" : "; both copies are rewritten now");
   }
   if (read_only) return Status::Ok();
+  // Appends no completed sync covered may have reached one copy only: the
+  // new generation's sync makes them durable, so the other copy is
+  // rewritten first (the power going while it was written is not damage).
+  for (auto& [id, f] : files_) {
+    if (f->settled == UINT64_MAX) continue;
+    QCFS_RETURN_IF_ERROR(CopyUnsettled(*f));
+    f->settled = UINT64_MAX;
+  }
   root_synced_ = synced;
   // Start the next journal generation: the replayed tail may end in a torn
   // record, and one copy may be damaged; the new one writes both afresh.
@@ -622,9 +840,13 @@ Status MetaFs::WriteTail() {
 }
 
 Result<std::pair<MetaFs::Extent, MetaFs::Extent>> MetaFs::AllocateJournalExtent(uint64_t blocks, uint64_t near) {
+  return AllocatePair(blocks, near, mirror_.empty() ? 0 : mirror_.back().offset + mirror_.back().length);
+}
+
+Result<std::pair<MetaFs::Extent, MetaFs::Extent>> MetaFs::AllocatePair(uint64_t blocks, uint64_t near,
+                                                                      uint64_t mirror_near) {
   QCFS_ASSIGN_OR_RETURN(Extent primary, AllocateBlocks(blocks, near));
   // The mirror in another segment: a segment lost whole leaves one copy.
-  const uint64_t mirror_near = mirror_.empty() ? 0 : mirror_.back().offset + mirror_.back().length;
   const auto segment = static_cast<int64_t>((primary.offset - layout_.data_offset) / layout_.segment_size);
   auto mirror = AllocateBlocks(primary.length / kBlock, mirror_near, segment);
   if (!mirror.ok()) {
@@ -637,7 +859,7 @@ Result<std::pair<MetaFs::Extent, MetaFs::Extent>> MetaFs::AllocateJournalExtent(
 Status MetaFs::MaybeCompact() {
   if (compacting_ || journal_bytes_ < kCompactAt) return Status::Ok();
   uint64_t state = use_.size() / 4;
-  for (auto& [id, f] : files_) state += 64 + 24 * f->extents.size();
+  for (auto& [id, f] : files_) state += 64 + 32 * f->extents.size() + 4 * f->sums.size();
   if (journal_bytes_ < 4 * state) return Status::Ok();
   compacting_ = true;
   Status s = StartJournal(generation_ + 1);
@@ -899,6 +1121,7 @@ Result<std::shared_ptr<MetaFs::File>> MetaFs::Create(const std::string& name) {
   auto f = std::make_shared<FileState>();
   f->id = next_id_++;
   f->name = name;
+  f->tail_loaded = true;  // empty
   std::string p;
   Encoder(&p).Varint(f->id);
   Encoder(&p).String(name);
@@ -947,8 +1170,12 @@ void MetaFs::DropFile(uint64_t id) {
   files_.erase(it);
   f->deleted = true;
   if (f->handles == 0) {
-    for (const Extent& e : f->extents) FreeExtent(e);
+    for (size_t i = 0; i < f->extents.size(); ++i) {
+      FreeExtent(f->extents[i]);
+      if (f->mirrors[i] != 0) FreeExtent({f->mirrors[i], f->extents[i].length});
+    }
     f->extents.clear();
+    f->mirrors.clear();
   }
 }
 
@@ -983,14 +1210,29 @@ Status MetaFs::Rename(const std::string& from, const std::string& to) {
 }
 
 Status MetaFs::Truncate(const std::string& name, uint64_t size) {
+  std::shared_ptr<FileState> f;
+  {
+    std::lock_guard lock(mu_);
+    auto it = names_.find(name);
+    if (it == names_.end()) return Status::Errorf(ENOENT, "metadata file {} not found", name);
+    f = files_.at(it->second);
+    if (size > f->size) return Status::Error(EINVAL, "metadata files only shrink");
+  }
+  // The block the new end falls in gets the checksum of what stays of it.
+  std::string tail(size % kBlock, '\0');
+  if (!tail.empty()) QCFS_RETURN_IF_ERROR(ReadFile(f, size - tail.size(), Bytes(tail)));
   std::lock_guard lock(mu_);
-  auto it = names_.find(name);
-  if (it == names_.end()) return Status::Errorf(ENOENT, "metadata file {} not found", name);
-  auto f = files_.at(it->second);
-  if (size > f->size) return Status::Error(EINVAL, "metadata files only shrink");
+  if (f->deleted) return Status::Errorf(ENOENT, "metadata file {} not found", name);
   f->size = size;
   f->journaled_size = size;
   XXH3_64bits_reset(f->appended);
+  f->sums.resize(RoundUp(size, kBlock) / kBlock, 0);
+  if (!tail.empty()) {
+    f->sums.back() = BlockSum(tail.data(), tail.size());
+    QCFS_RETURN_IF_ERROR(JournalSums(*f, size / kBlock, 1));
+  }
+  f->tail = std::move(tail);
+  f->tail_loaded = true;
   std::string p;
   Encoder(&p).Varint(f->id);
   Encoder(&p).Varint(size);
@@ -1048,6 +1290,18 @@ std::map<std::string, std::vector<MetaFs::Extent>> MetaFs::FileExtents() const {
   return out;
 }
 
+std::map<std::string, std::vector<MetaFs::Extent>> MetaFs::FileMirrorExtents() const {
+  std::lock_guard lock(mu_);
+  std::map<std::string, std::vector<Extent>> out;
+  for (auto& [id, f] : files_) {
+    auto& v = out[f->name];
+    for (size_t i = 0; i < f->extents.size(); ++i) {
+      v.push_back({f->mirrors[i], f->mirrors[i] == 0 ? 0 : f->extents[i].length});
+    }
+  }
+  return out;
+}
+
 std::vector<MetaFs::Extent> MetaFs::JournalExtents() const {
   std::lock_guard lock(mu_);
   return journal_;
@@ -1064,8 +1318,12 @@ MetaFs::File::~File() {
   std::lock_guard lock(fs_->mu_);
   state_->handles -= 1;
   if (state_->handles == 0 && state_->deleted) {
-    for (const Extent& e : state_->extents) fs_->FreeExtent(e);
+    for (size_t i = 0; i < state_->extents.size(); ++i) {
+      fs_->FreeExtent(state_->extents[i]);
+      if (state_->mirrors[i] != 0) fs_->FreeExtent({state_->mirrors[i], state_->extents[i].length});
+    }
     state_->extents.clear();
+    state_->mirrors.clear();
   }
 }
 
@@ -1084,7 +1342,7 @@ Status MetaFs::File::Append(std::span<const std::byte> data) {
 
 Status MetaFs::File::WriteOut() {
   // REQUIRES: mu_ held.
-  std::vector<IoOp> ops;
+  bool need_tail;
   uint64_t start;
   {
     std::lock_guard fs_lock(fs_->mu_);
@@ -1093,17 +1351,42 @@ Status MetaFs::File::WriteOut() {
       return Status::Ok();
     }
     start = state_->size;
+    need_tail = start % kBlock != 0 && !state_->tail_loaded;
+  }
+  if (need_tail) {
+    // The append extends a block whose checksum covers the bytes before it.
+    std::string tail(start % kBlock, '\0');
+    QCFS_RETURN_IF_ERROR(fs_->ReadFile(state_, start - tail.size(), Bytes(tail)));
+    std::lock_guard fs_lock(fs_->mu_);
+    state_->tail = std::move(tail);
+    state_->tail_loaded = true;
+  }
+  std::vector<IoOp> ops;
+  std::string head;  // the file's bytes before `start` in its block
+  {
+    std::lock_guard fs_lock(fs_->mu_);
+    if (state_->deleted) {
+      buffer_.clear();
+      return Status::Ok();
+    }
+    head = state_->tail;
     const uint64_t end = start + buffer_.size();
-    // Grow the file's space: contiguous when possible, in steps that grow with it.
+    // Grow the file's space: contiguous when possible, in steps that grow
+    // with it; each extent with a mirror in another segment.
     while (state_->allocated < end) {
       uint64_t need = end - state_->allocated;
       uint64_t step = std::max<uint64_t>({need, state_->allocated / 4, 64 << 10});
-      uint64_t near = state_->extents.empty() ? 0 : state_->extents.back().offset + state_->extents.back().length;
-      QCFS_ASSIGN_OR_RETURN(Extent e, fs_->AllocateBlocks(RoundUp(step, kBlock) / kBlock, near));
-      if (!state_->extents.empty() && state_->extents.back().offset + state_->extents.back().length == e.offset) {
+      const bool any = !state_->extents.empty();
+      const uint64_t near = any ? state_->extents.back().offset + state_->extents.back().length : 0;
+      const uint64_t mirror_near =
+          any && state_->mirrors.back() != 0 ? state_->mirrors.back() + state_->extents.back().length : 0;
+      QCFS_ASSIGN_OR_RETURN(auto pair, fs_->AllocatePair(RoundUp(step, kBlock) / kBlock, near, mirror_near));
+      const auto [e, m] = pair;
+      if (any && near == e.offset && mirror_near == m.offset) {
         state_->extents.back().length += e.length;
       } else {
         state_->extents.push_back(e);
+        state_->mirrors.push_back(m.offset);
       }
       state_->allocated += e.length;
       std::string p;
@@ -1111,27 +1394,41 @@ Status MetaFs::File::WriteOut() {
       en.Varint(state_->id);
       en.Varint(e.offset);
       en.Varint(e.length);
+      en.Varint(m.offset);
       QCFS_RETURN_IF_ERROR(fs_->Journal(kFileExtent, p));
     }
-    // Map [start, end) onto the extents.
-    uint64_t file_pos = 0;
-    uint64_t done = 0;
-    for (const Extent& e : state_->extents) {
-      if (done == buffer_.size()) break;
-      uint64_t ext_end = file_pos + e.length;
-      uint64_t from = start + done;
-      if (from < ext_end) {
-        uint64_t n = std::min<uint64_t>(ext_end - from, buffer_.size() - done);
-        ops.push_back(IoOp::Write(e.offset + (from - file_pos),
-                                  std::span<const std::byte>(reinterpret_cast<const std::byte*>(buffer_.data()) + done, n)));
-        done += n;
-      }
-      file_pos = ext_end;
+    // Map [start, end) onto the extents, both copies (an extent from before
+    // mirroring has one).
+    const auto* data = reinterpret_cast<const std::byte*>(buffer_.data());
+    for (bool mirror : {false, true}) {
+      MapExtents(state_->extents, state_->mirrors, mirror, start, buffer_.size(),
+                 [&](uint64_t dev, uint64_t at, uint64_t len) {
+                   ops.push_back(IoOp::Write(dev, std::span<const std::byte>(data + at, len)));
+                 });
     }
   }
   QCFS_RETURN_IF_ERROR(fs_->device_->Submit(ops));
+  // The checksums of the blocks the append touched.
+  std::vector<uint32_t> sums;
+  size_t pos = 0;
+  if (!head.empty()) {
+    std::string block = head;
+    pos = std::min<size_t>(kBlock - head.size(), buffer_.size());
+    block.append(buffer_, 0, pos);
+    sums.push_back(BlockSum(block.data(), block.size()));
+  }
+  for (; pos < buffer_.size(); pos += kBlock) {
+    sums.push_back(BlockSum(buffer_.data() + pos, std::min<size_t>(kBlock, buffer_.size() - pos)));
+  }
+  const uint64_t end = start + buffer_.size();
+  const size_t in_last = end % kBlock;
+  std::string tail = buffer_.size() >= in_last ? buffer_.substr(buffer_.size() - in_last) : head + buffer_;
   std::lock_guard fs_lock(fs_->mu_);
-  state_->size = start + buffer_.size();
+  state_->sums.resize(start / kBlock);
+  state_->sums.insert(state_->sums.end(), sums.begin(), sums.end());
+  state_->tail = std::move(tail);
+  state_->tail_loaded = true;
+  state_->size = end;
   XXH3_64bits_update(state_->appended, buffer_.data(), buffer_.size());
   buffer_.clear();
   return Status::Ok();
@@ -1154,7 +1451,13 @@ Status MetaFs::File::Sync() {
       Encoder e(&p);
       e.Varint(state_->id);
       e.Varint(state_->size);
-      if (state_->size > state_->journaled_size) e.Fixed64(XXH3_64bits_digest(state_->appended));
+      if (state_->size > state_->journaled_size) {
+        e.Fixed64(XXH3_64bits_digest(state_->appended));
+        // The checksums of the blocks it adds (or extends) first: replay
+        // reads them before the size that makes those blocks part of the file.
+        const uint64_t first = state_->journaled_size / kBlock;
+        QCFS_RETURN_IF_ERROR(fs_->JournalSums(*state_, first, RoundUp(state_->size, kBlock) / kBlock - first));
+      }
       QCFS_RETURN_IF_ERROR(fs_->Journal(kFileSize, p));
       state_->journaled_size = state_->size;
       XXH3_64bits_reset(state_->appended);
@@ -1165,29 +1468,214 @@ Status MetaFs::File::Sync() {
 }
 
 Result<size_t> MetaFs::File::Read(uint64_t offset, std::span<std::byte> out) const {
-  std::vector<IoOp> ops;
+  FileView view;
   size_t total;
   {
     std::lock_guard fs_lock(fs_->mu_);
     if (offset >= state_->size) return size_t{0};
     total = static_cast<size_t>(std::min<uint64_t>(out.size(), state_->size - offset));
-    uint64_t file_pos = 0;
-    size_t done = 0;
-    for (const Extent& e : state_->extents) {
-      if (done == total) break;
-      uint64_t ext_end = file_pos + e.length;
-      uint64_t from = offset + done;
-      if (from < ext_end) {
-        size_t n = static_cast<size_t>(std::min<uint64_t>(ext_end - from, total - done));
-        ops.push_back(IoOp::Read(e.offset + (from - file_pos), out.subspan(done, n)));
-        done += n;
-      }
-      file_pos = ext_end;
-    }
-    if (done < total) return Status::Errorf(EIO, "metadata file {} is shorter than its size", state_->name);
+    view = fs_->ViewOf(*state_, offset, total);
   }
-  QCFS_RETURN_IF_ERROR(fs_->device_->Submit(ops));
+  QCFS_RETURN_IF_ERROR(fs_->ReadView(view, offset, out.first(total)));
   return total;
+}
+
+// ---------------------------------------------------------------- copies
+
+Status MetaFs::JournalSums(const FileState& f, uint64_t first, uint64_t count) {
+  for (const std::string& p : SumsPayloads(f.id, f.sums, first, count)) QCFS_RETURN_IF_ERROR(Journal(kFileSums, p));
+  return Status::Ok();
+}
+
+MetaFs::FileView MetaFs::ViewOf(const FileState& f, uint64_t offset, uint64_t length) const {
+  FileView v;
+  v.name = f.name;
+  v.size = f.size;
+  v.settled = f.settled;
+  v.extents = f.extents;
+  v.mirrors = f.mirrors;
+  v.first_block = offset / kBlock;
+  const uint64_t end_block = std::min<uint64_t>(RoundUp(offset + length, kBlock) / kBlock, f.sums.size());
+  if (v.first_block < end_block) v.sums.assign(f.sums.begin() + v.first_block, f.sums.begin() + end_block);
+  return v;
+}
+
+Status MetaFs::ReadFile(const std::shared_ptr<FileState>& f, uint64_t offset, std::span<std::byte> out) const {
+  FileView view;
+  {
+    std::lock_guard lock(mu_);
+    if (offset + out.size() > f->size) return Status::Errorf(EIO, "metadata file {} is shorter than the read", f->name);
+    view = ViewOf(*f, offset, out.size());
+  }
+  return ReadView(view, offset, out);
+}
+
+Status MetaFs::ReadView(const FileView& v, uint64_t offset, std::span<std::byte> out) const {
+  // REQUIRES: offset + out.size() <= v.size.
+  if (out.empty()) return Status::Ok();
+  auto sum_of = [&](uint64_t block) -> uint32_t {
+    return block >= v.first_block && block - v.first_block < v.sums.size() ? v.sums[block - v.first_block] : 0;
+  };
+  const bool verify = std::any_of(v.sums.begin(), v.sums.end(), [](uint32_t s) { return s != 0; });
+  std::vector<IoOp> ops;
+  if (!verify) {
+    // No checksum to check (written before mirroring): read the one copy.
+    const uint64_t mapped = MapExtents(v.extents, v.mirrors, false, offset, out.size(),
+                                       [&](uint64_t dev, uint64_t at, uint64_t len) {
+                                         ops.push_back(IoOp::Read(dev, out.subspan(at, len)));
+                                       });
+    if (mapped < out.size()) return Status::Errorf(EIO, "metadata file {} is shorter than its size", v.name);
+    return device_->Submit(ops);
+  }
+  // Whole blocks (up to the file's end), each checked against its checksum.
+  const uint64_t from = offset / kBlock * kBlock;
+  const uint64_t to = std::min(RoundUp(offset + out.size(), kBlock), v.size);
+  std::string buf(to - from, '\0');
+  auto read_into = [&](bool mirror, uint64_t at, uint64_t n) -> Status {
+    std::vector<IoOp> reads;
+    const uint64_t mapped = MapExtents(v.extents, v.mirrors, mirror, at, n, [&](uint64_t dev, uint64_t o, uint64_t len) {
+      reads.push_back(IoOp::Read(dev, Bytes(buf).subspan(at - from + o, len)));
+    });
+    if (mapped < n) return Status::Errorf(EIO, "metadata file {} is shorter than its size", v.name);
+    return device_->Submit(reads);
+  };
+  const Status whole = read_into(false, from, to - from);
+  for (uint64_t at = from; at < to; at += kBlock) {
+    const uint64_t n = std::min(kBlock, to - at);
+    const uint32_t sum = sum_of(at / kBlock);
+    auto good = [&] { return sum == 0 || BlockSum(buf.data() + (at - from), n) == sum; };
+    if (whole.ok() && good()) continue;
+    if (!whole.ok() && read_into(false, at, n).ok() && good()) continue;
+    if (read_into(true, at, n).ok() && good()) {
+      mirror_reads_.fetch_add(1);
+      Log(LogLevel::kWarning, "metadata file {}: block {} read from its mirror copy (the primary copy is damaged)",
+          v.name, at / kBlock);
+      continue;
+    }
+    unreadable_reads_.fetch_add(1);
+    return Status::Errorf(EIO, "metadata file {}: block {} is damaged in both its copies", v.name, at / kBlock);
+  }
+  std::memcpy(out.data(), buf.data() + (offset - from), out.size());
+  return Status::Ok();
+}
+
+Status MetaFs::CopyUnsettled(const FileState& f) {
+  const FileView v = ViewOf(f, 0, f.size);
+  std::vector<IoOp> writes;
+  std::vector<std::string> keep;  // the bytes the writes point at
+  keep.reserve(RoundUp(f.size, kBlock) / kBlock);
+  for (uint64_t at = f.settled / kBlock * kBlock; at < f.size; at += kBlock) {
+    const uint64_t n = std::min(kBlock, f.size - at);
+    const uint32_t sum = at / kBlock < v.sums.size() ? v.sums[at / kBlock] : 0;
+    if (sum == 0) continue;
+    std::string copy[2];
+    bool good[2];
+    for (int c = 0; c < 2; ++c) {
+      copy[c].assign(n, '\0');
+      std::vector<IoOp> reads;
+      const bool mapped = MapExtents(v.extents, v.mirrors, c == 1, at, n, [&](uint64_t dev, uint64_t o, uint64_t l) {
+        reads.push_back(IoOp::Read(dev, Bytes(copy[c]).subspan(o, l)));
+      }) == n;
+      good[c] = mapped && device_->Submit(reads).ok() && BlockSum(copy[c].data(), n) == sum;
+      if (!mapped) good[c] = true;  // no mirror: nothing to copy to
+    }
+    if (good[0] == good[1]) continue;
+    const int bad = good[0] ? 1 : 0;
+    keep.push_back(std::move(copy[1 - bad]));
+    const auto* src = reinterpret_cast<const std::byte*>(keep.back().data());
+    MapExtents(v.extents, v.mirrors, bad == 1, at, n, [&](uint64_t dev, uint64_t o, uint64_t l) {
+      writes.push_back(IoOp::Write(dev, std::span<const std::byte>(src + o, l)));
+    });
+  }
+  return device_->Submit(writes);
+}
+
+Result<MetaFs::FileCopies> MetaFs::ScrubFiles(bool repair) {
+  repair = repair && !read_only_;
+  FileCopies found;
+  std::vector<std::shared_ptr<FileState>> files;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, f] : files_) {
+      if (f->deleted) continue;
+      f->handles += 1;  // its blocks stay its own while they are read (and rewritten)
+      files.push_back(f);
+    }
+  }
+  constexpr uint64_t kStep = 1ull << 20;
+  Status status = Status::Ok();
+  for (const auto& f : files) {
+    FileView v;
+    {
+      std::lock_guard lock(mu_);
+      v = ViewOf(*f, 0, f->size);
+    }
+    for (uint64_t from = 0; from < v.size && status.ok(); from += kStep) {
+      const uint64_t n = std::min(kStep, v.size - from);
+      // Both copies of the step; a block that cannot be read is left zero.
+      std::string copy[2];
+      std::vector<bool> one_copy((n + kBlock - 1) / kBlock, false);  // no mirror (written before mirroring)
+      for (int c = 0; c < 2; ++c) {
+        copy[c].assign(n, '\0');
+        for (uint64_t at = 0; at < n; at += kBlock) {
+          const uint64_t len = std::min(kBlock, n - at);
+          std::vector<IoOp> reads;
+          if (MapExtents(v.extents, v.mirrors, c == 1, from + at, len, [&](uint64_t dev, uint64_t o, uint64_t l) {
+                reads.push_back(IoOp::Read(dev, Bytes(copy[c]).subspan(at + o, l)));
+              }) < len) {
+            one_copy[at / kBlock] = true;
+            continue;
+          }
+          if (!device_->Submit(reads).ok()) std::fill(copy[c].begin() + at, copy[c].begin() + at + len, '\0');
+        }
+      }
+      for (uint64_t at = 0; at < n; at += kBlock) {
+        const uint64_t len = std::min(kBlock, n - at);
+        const uint64_t block = (from + at) / kBlock;
+        if (one_copy[at / kBlock]) continue;
+        const uint32_t sum = block < v.sums.size() ? v.sums[block] : 0;
+        if (sum == 0) continue;
+        // Past the last sync one copy may lack an append: the end, not damage.
+        if (v.settled != UINT64_MAX && block >= v.settled / kBlock) continue;
+        const bool good[2] = {BlockSum(copy[0].data() + at, len) == sum, BlockSum(copy[1].data() + at, len) == sum};
+        if (good[0] && good[1]) continue;
+        if (!good[0] && !good[1]) {
+          ++found.both_damaged;
+          Log(LogLevel::kError, "metadata file {}: block {} is damaged in both its copies", v.name, block);
+          continue;
+        }
+        const int bad = good[0] ? 1 : 0;
+        ++(bad == 0 ? found.primary_damaged : found.mirror_damaged);
+        if (!repair) continue;
+        std::vector<IoOp> writes;
+        const auto* src = reinterpret_cast<const std::byte*>(copy[1 - bad].data() + at);
+        MapExtents(v.extents, v.mirrors, bad == 1, from + at, len, [&](uint64_t dev, uint64_t o, uint64_t l) {
+          writes.push_back(IoOp::Write(dev, std::span<const std::byte>(src + o, l)));
+        });
+        status = device_->Submit(writes);
+        if (!status.ok()) break;
+        ++found.repaired;
+      }
+    }
+    if (!status.ok()) break;
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& f : files) {
+      f->handles -= 1;
+      if (f->handles == 0 && f->deleted) {
+        for (size_t i = 0; i < f->extents.size(); ++i) {
+          FreeExtent(f->extents[i]);
+          if (f->mirrors[i] != 0) FreeExtent({f->mirrors[i], f->extents[i].length});
+        }
+        f->extents.clear();
+        f->mirrors.clear();
+      }
+    }
+  }
+  QCFS_RETURN_IF_ERROR(status);
+  if (found.repaired > 0) QCFS_RETURN_IF_ERROR(device_->Sync());
+  return found;
 }
 
 }  // namespace qcfs

@@ -8,7 +8,9 @@
 // journal of checksummed records. One of two root blocks (the one with the
 // higher generation) points at the journal's first extent; the journal
 // chains further extents with "continue at" records and is rewritten
-// compactly (a new generation) when it has grown large.
+// compactly (a new generation) when it has grown large. A generation's
+// state spans as many chained extents as it needs: it is bounded by free
+// metadata space, not by a segment.
 //
 // The journal is kept twice: every extent has a mirror extent of the same
 // length in another metadata segment, and every record is written at the
@@ -19,6 +21,14 @@
 // starts a new generation, which rewrites both copies). Only damage to both
 // copies refuses the mount. A journal written before mirroring (its root
 // names no mirror) is read from its one copy; the next generation has two.
+//
+// Metadata files are kept twice as well: every file extent has a mirror
+// extent in another metadata segment, every write goes to both, and a
+// checksum of each 4 KiB block (of the file's bytes in it) is journaled
+// with the file's size. A read verifies each block and takes the mirror's
+// where the primary's does not verify (counted in FileCopies); a block bad
+// in both copies reads as EIO. Extents written before mirroring have one
+// copy and blocks with no journaled checksum are read unverified.
 //
 // Durability: every record is written to the device as it is made; a device
 // sync (Sync(), or any sync of the shared device) makes it durable. A
@@ -122,6 +132,20 @@ class MetaFs {
   };
   // Set by the mount, never changed after it.
   const JournalCopies& journal_copies() const { return copies_; }
+  // Blocks of metadata files found bad in one copy and read from the other
+  // (by reads, and by ScrubFiles).
+  struct FileCopies {
+    uint64_t primary_damaged = 0;  // blocks whose primary copy did not verify; the mirror's did
+    uint64_t mirror_damaged = 0;   // blocks whose mirror copy did not verify; the primary's did
+    uint64_t both_damaged = 0;     // blocks that verify in neither copy (their reads fail with EIO)
+    uint64_t repaired = 0;         // bad copies rewritten from the good one
+  };
+  // Reads every block of every file in both copies and checks it against its
+  // checksum; with `repair` (not read-only), rewrites each bad copy from the
+  // good one and syncs. Also counts what reads found since the mount.
+  Result<FileCopies> ScrubFiles(bool repair);
+  // Blocks reads have taken from the mirror since the mount.
+  uint64_t mirror_reads() const { return mirror_reads_.load(); }
   uint64_t segment_count() const;
   // Every segment's use (for check).
   std::vector<SegmentUse> SegmentUses() const;
@@ -148,6 +172,9 @@ class MetaFs {
     uint64_t length;
   };
   std::map<std::string, std::vector<Extent>> FileExtents() const;
+  // Each file's mirror extents, one per extent at the same index; length 0
+  // where an extent has no mirror (written before mirroring).
+  std::map<std::string, std::vector<Extent>> FileMirrorExtents() const;
   std::vector<Extent> JournalExtents() const;
   // The mirror copy's extents, one per journal extent at the same index
   // (empty for a journal with one copy: read-only on a volume from before
@@ -166,6 +193,20 @@ class MetaFs {
   Status WriteTail();
   // A new extent of `blocks` for the journal, and its mirror in another segment.
   Result<std::pair<Extent, Extent>> AllocateJournalExtent(uint64_t blocks, uint64_t near);
+  // A new extent and its mirror in another segment (for files and the journal).
+  Result<std::pair<Extent, Extent>> AllocatePair(uint64_t blocks, uint64_t near, uint64_t mirror_near);
+  // Journals the checksums of blocks [first, first + count) of a file (mu_ held).
+  Status JournalSums(const FileState& f, uint64_t first, uint64_t count);
+  // Reads [offset, offset + out.size()) of a file, verifying each block and
+  // falling back to its mirror. mu_ not held.
+  Status ReadFile(const std::shared_ptr<FileState>& f, uint64_t offset, std::span<std::byte> out) const;
+  // What a read of a file needs, copied under mu_ (a read runs without it).
+  struct FileView;
+  FileView ViewOf(const FileState& f, uint64_t offset, uint64_t length) const;  // mu_ held
+  Status ReadView(const FileView& v, uint64_t offset, std::span<std::byte> out) const;
+  // Rewrites the copy of each block past `settled` that does not verify
+  // from the one that does (mu_ held; at a read-write mount).
+  Status CopyUnsettled(const FileState& f);
   Status MaybeCompact();
   // Allocation of 4 KiB blocks in metadata segments (mu_ held), never in
   // segment `avoid` (-1: anywhere).
@@ -219,6 +260,8 @@ class MetaFs {
   bool compacting_ = false;
   bool read_only_ = false;
   std::atomic<bool> discard_{false};
+  mutable std::atomic<uint64_t> mirror_reads_{0};   // blocks read from the mirror
+  mutable std::atomic<uint64_t> unreadable_reads_{0};  // blocks bad in both copies, as reads found them
 };
 
 // An open metadata file: appended to by one writer, read by any.

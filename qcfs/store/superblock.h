@@ -32,8 +32,14 @@ struct Superblock {
   // anything in those formats is written: a qcfs that reads neither refuses
   // the volume instead of failing its reads.
   static constexpr uint64_t kIncompatBlockSums = 1;
+  // Incompatible feature: the metadata journal may hold records of its files'
+  // block checksums and mirror extents (MetaFs keeps its files twice). Set at
+  // mkfs, and by the first read-write open of an older volume before MetaFs
+  // writes anything: a qcfs that cannot replay those records refuses the
+  // volume with this bit named instead of calling its journal malformed.
+  static constexpr uint64_t kIncompatMetaFileCopies = 2;
   // Incompatible features this build understands.
-  static constexpr uint64_t kKnownIncompatFeatures = kIncompatBlockSums;
+  static constexpr uint64_t kKnownIncompatFeatures = kIncompatBlockSums | kIncompatMetaFileCopies;
 
   uint32_t format_version = kFormatVersion;
   uint64_t incompat_features = 0;  // a bit this build does not know refuses the mount

@@ -495,7 +495,8 @@ TEST(Volume, OlderVolumeIsMarkedForTheNewFormatsOnItsFirstWritableOpen) {
     EXPECT_TRUE(sb.ok()) << sb.status().ToString();
     return sb.ok() ? sb->incompat_features : ~uint64_t{0};
   };
-  EXPECT_EQ(features(), Superblock::kIncompatBlockSums) << "mkfs marks a new volume";
+  const uint64_t all = Superblock::kIncompatBlockSums | Superblock::kIncompatMetaFileCopies;
+  EXPECT_EQ(features(), all) << "mkfs marks a new volume";
   {
     auto device = std::move(OpenDevice(v.image(), DeviceOptions{})).value();
     Superblock sb = *ReadSuperblock(device.get());
@@ -510,7 +511,7 @@ TEST(Volume, OlderVolumeIsMarkedForTheNewFormatsOnItsFirstWritableOpen) {
   v.options().read_only = false;
   v.Open();
   v.Close();
-  EXPECT_EQ(features(), Superblock::kIncompatBlockSums);
+  EXPECT_EQ(features(), all);
   // A feature this build does not know is refused, naming it.
   {
     auto device = std::move(OpenDevice(v.image(), DeviceOptions{})).value();

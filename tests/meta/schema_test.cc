@@ -99,5 +99,25 @@ TEST(MetaDb, PrefixIterationStopsAtThePrefix) {
   EXPECT_EQ(again.status().code(), EBUSY) << again.status().ToString();
 }
 
+// Only RocksDB's own lock errors mean "in use": an IO error that mentions
+// a block (which contains "lock") is EIO.
+TEST(MetaDb, OnlyLockFileErrorsAreBusy) {
+  EXPECT_EQ(FromRocks(rocksdb::Status::IOError("lock hold by current process, acquire time 1 acquiring thread 2",
+                                               "/db/LOCK: No locks available"),
+                      "open")
+                .code(),
+            EBUSY);
+  EXPECT_EQ(FromRocks(rocksdb::Status::IOError("While lock file", "/db/LOCK: Resource temporarily unavailable"), "open")
+                .code(),
+            EBUSY);
+  EXPECT_EQ(FromRocks(rocksdb::Status::IOError("metadata file 000009.sst: block 3 is bad in both copies"), "read")
+                .code(),
+            EIO);
+  EXPECT_EQ(FromRocks(rocksdb::Status::IOError("While open a file for lock", "/db/LOCK: No such file or directory"),
+                      "open")
+                .code(),
+            EIO);
+}
+
 }  // namespace
 }  // namespace qcfs::schema
