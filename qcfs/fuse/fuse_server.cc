@@ -659,12 +659,9 @@ void FuseServer::Negotiate(fuse_conn_info* conn) {
   if (writeback) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   writeback_cache_ = writeback;
-  {
-    // Before the first write can arrive, the guard looks at the room.
-    std::lock_guard lock(inval_mu_);
-    tick_now_ = true;
-  }
-  inval_cv_.notify_one();
+  // Before INIT is answered, and so before the first write can arrive, the
+  // guard looks at the room (its knobs are sysfs files, not this mount).
+  SpaceTick();
   conn->max_write = 1 << 20;
   conn->max_read = 0;
   // The kernel lowers the mount's read-ahead to this when INIT is answered,
@@ -811,6 +808,7 @@ void FuseServer::OpenedForWriting(uint64_t ino, int delta) {
 }
 
 void FuseServer::SpaceTick() {
+  std::lock_guard one_at_a_time(space_mu_);
   if (!writeback_cache_.load() || volume_->read_only()) return;
   uint64_t threshold = 0, dirty = 0;
   {
@@ -847,10 +845,9 @@ void FuseServer::InvalidationLoop() {
   auto next_tick = std::chrono::steady_clock::now();
   std::unique_lock lock(inval_mu_);
   for (;;) {
-    inval_cv_.wait_until(lock, next_tick, [&] { return inval_stop_ || !inval_queue_.empty() || tick_now_; });
+    inval_cv_.wait_until(lock, next_tick, [&] { return inval_stop_ || !inval_queue_.empty(); });
     if (inval_stop_) return;
-    if (tick_now_ || std::chrono::steady_clock::now() >= next_tick) {
-      tick_now_ = false;
+    if (std::chrono::steady_clock::now() >= next_tick) {
       lock.unlock();
       SpaceTick();
       lock.lock();

@@ -93,8 +93,10 @@ class FuseServer {
  private:
   FuseServer(Volume* volume, const MountConfig& config) : volume_(volume), config_(config) {}
   void InvalidationLoop();
-  // Feeds the SpaceGuard (from the invalidation thread, when idle).
+  // Feeds the SpaceGuard: at FUSE_INIT, then from the invalidation thread
+  // every 250 ms. Takes space_mu_ (one tick at a time), then writers_mu_.
   void SpaceTick();
+  std::mutex space_mu_;
 
   // The session's I/O on /dev/fuse passes through these two, so that the
   // daemon can take FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not
@@ -121,13 +123,12 @@ class FuseServer {
   };
   void Queue(Invalidation inval);
 
-  // guards inval_queue_, inval_stop_, inval_queued_, inval_done_, tick_now_, space_ticks_
+  // guards inval_queue_, inval_stop_, inval_queued_, inval_done_, space_ticks_
   std::mutex inval_mu_;
   std::condition_variable inval_cv_;
   std::condition_variable inval_done_cv_;
   std::deque<Invalidation> inval_queue_;
   bool inval_stop_ = false;
-  bool tick_now_ = false;     // run the space guard's tick at once (set at FUSE_INIT)
   uint64_t space_ticks_ = 0;  // the space guard's ticks so far (inval_done_cv_ signals each)
   uint64_t inval_queued_ = 0;  // invalidations ever queued
   uint64_t inval_done_ = 0;    // of those, delivered to the kernel

@@ -176,7 +176,11 @@ TEST(BadInput, FullVolumeRefusesWritesAtWriteTimeAndKeepsEveryAcceptedByte) {
   ASSERT_EQ(v.Mount().exit_code, 0);
   std::string kept = ReadFile(path);
   EXPECT_EQ(kept.size(), written.size());
-  EXPECT_TRUE(kept == written) << "the remounted file differs from the bytes whose writes succeeded";
+  size_t first = 0;
+  while (first < std::min(kept.size(), written.size()) && kept[first] == written[first]) ++first;
+  EXPECT_TRUE(kept == written) << "the remounted file differs from the bytes whose writes succeeded, from byte "
+                               << first << " (block " << first / (1 << 20) << ", "
+                               << (first < kept.size() && kept[first] == 0 ? "zero" : "other") << " bytes)";
   ASSERT_EQ(::unlink(path.c_str()), 0);
   std::string again = RandomBytes(32 << 20, 999);
   WriteFile(v.Path("again"), again);

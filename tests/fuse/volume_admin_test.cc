@@ -279,6 +279,8 @@ TEST(DirtyLimit, SystemAndFuseLimitsAreFixed) {
 // before the first write can arrive.
 TEST(DirtyLimit, AVolumeSmallerThanTheKernelsCacheIsCappedAtHalfItsRoom) {
   MountedVolume small(MountedVolume::Options{.size = 1ull << 30, .mount_args = "-o dirty_limit=system"});
+  struct stat st {};
+  ASSERT_EQ(::stat(small.Path(".").c_str(), &st), 0);  // a request: FUSE_INIT has been answered
   EXPECT_EQ(BdiKnob(small.mnt(), "strict_limit"), "1");
   const uint64_t cap = std::stoull("0" + BdiKnob(small.mnt(), "max_bytes"));
   EXPECT_GT(cap, 256ull << 20);
