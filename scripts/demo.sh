@@ -36,6 +36,7 @@ step "$qcfs" mkfs "$work/demo.img" --size 4G --compression zstd:3
 step "$qcfs" mount "$work/demo.img" "$work/mnt"
 step df -h "$work/mnt"
 timed cp -a "$tree" "$work/mnt/tree"
+timed "$qcfs" sync "$work/mnt"  # durable now (sync(1) cannot promise that on a FUSE mount)
 step "$qcfs" info "$work/mnt"
 timed "$qcfs" snapshot create "$work/mnt" first-copy
 timed cp -a "$tree" "$work/mnt/tree-copy"
