@@ -45,23 +45,35 @@ std::string Hash(const std::string& data) {
       .Hex();
 }
 
+// A workload's manifest on the host file system: each line is durable
+// (fsync'd) before Note returns, so it tells what the workload had done
+// when its daemon was killed.
+class Manifest {
+ public:
+  explicit Manifest(const std::string& path)
+      : fd_(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) {}
+  ~Manifest() { ::close(fd_); }
+  Manifest(const Manifest&) = delete;
+  Manifest& operator=(const Manifest&) = delete;
+  void Note(const std::string& line) {
+    std::string l = line + "\n";
+    if (::write(fd_, l.data(), l.size()) != static_cast<ssize_t>(l.size()) || ::fsync(fd_) != 0) _exit(1);
+  }
+
+ private:
+  int fd_;
+};
+
 // The workload: files of random sizes written and fsync'd, renames over
 // existing files, one large file growing by fsync'd appends. The manifest
 // (itself fsync'd) gets "W name" before a file is touched and "D name size
 // hash" once its new state is durable. Runs until the mount dies.
 [[noreturn]] void Workload(const std::string& mnt, const std::string& manifest, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::ofstream log(manifest, std::ios::app);
-  int mfd = ::open(manifest.c_str(), O_WRONLY | O_APPEND);
-  auto intent = [&](const std::string& name) {
-    log << "W " << name << " 0 -\n";
-    log.flush();
-    ::fsync(mfd);
-  };
+  Manifest log(manifest);
+  auto intent = [&](const std::string& name) { log.Note("W " + name + " 0 -"); };
   auto record = [&](const std::string& name, const std::string& data) {
-    log << "D " << name << " " << data.size() << " " << Hash(data) << "\n";
-    log.flush();
-    ::fsync(mfd);
+    log.Note("D " + name + " " + std::to_string(data.size()) + " " + Hash(data));
   };
   ::mkdir((mnt + "/d").c_str(), 0755);
   std::string big;
@@ -139,13 +151,8 @@ bool Under(const std::string& path, const std::string& dir) {
 [[noreturn]] void TreeWorkload(const std::string& mnt, const std::string& manifest, uint64_t seed,
                                std::set<std::string> dirs, std::set<std::string> files) {
   std::mt19937_64 rng(seed);
-  std::ofstream log(manifest, std::ios::app);
-  int mfd = ::open(manifest.c_str(), O_WRONLY | O_APPEND);
-  auto note = [&](const std::string& line) {
-    log << line << "\n";
-    log.flush();
-    ::fsync(mfd);
-  };
+  Manifest log(manifest);
+  auto note = [&](const std::string& line) { log.Note(line); };
   auto any = [&](const std::set<std::string>& s) {
     auto it = s.begin();
     std::advance(it, static_cast<long>(rng() % s.size()));
@@ -211,13 +218,8 @@ bool Under(const std::string& path, const std::string& dir) {
 // once the call that makes it durable has returned. Runs until the mount dies.
 [[noreturn]] void SyncCallWorkload(const std::string& mnt, const std::string& manifest, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::ofstream log(manifest, std::ios::app);
-  int mfd = ::open(manifest.c_str(), O_WRONLY | O_APPEND);
-  auto note = [&](const std::string& line) {
-    log << line << "\n";
-    log.flush();
-    ::fsync(mfd);
-  };
+  Manifest log(manifest);
+  auto note = [&](const std::string& line) { log.Note(line); };
   ::mkdir((mnt + "/s").c_str(), 0755);
   auto open_new = [&](const std::string& path, int extra) {
     int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR | extra, 0644);
