@@ -22,6 +22,7 @@
 # something went wrong, 77 when PJDFSTEST or a tool is missing (ctest
 # reports the test as skipped).
 set -euo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../testutil" && pwd)/scratch_mount.sh"
 
 readonly SKIP=77
 
@@ -50,27 +51,11 @@ if [[ -z $target_dir ]]; then
 fi
 source_arg="$(realpath "$source_arg")"
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/qcfs-pjdfstest.XXXXXX")"
-img="$tmp/volume.img"
-mnt="$tmp/mnt"
-logs="$tmp/logs"
-daemon_log="$logs/daemon.log"
-mkdir -p "$mnt" "$logs"
-cd "$tmp"
-
-daemon=""  # pid of the foreground qcfs daemon while one runs
+scratch_dir qcfs-pjdfstest
 work=""    # the directory the suite runs in
 
-mounted() { findmnt -rn -M "$mnt" >/dev/null 2>&1; }
-
-alive() {
-  local state
-  state="$(sed -n 's/^.*) \(.\) .*$/\1/p' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [[ -n $state && $state != Z ]]
-}
-
-# Whatever happened: unmount (qcfs umount, then a lazy detach), make sure
-# the daemon is gone, remove what the suite left, remove the temp dir.
+# Whatever happened: remove what the suite left, unmount, make sure the
+# daemon is gone, remove the temp dir.
 cleanup() {
   local rc=$?
   set +e
@@ -78,29 +63,8 @@ cleanup() {
   if [[ -n $target_dir && -n $work ]]; then
     rm -rf "$work"
   fi
-  if mounted; then
-    timeout 120 "$qcfs" umount "$mnt" >/dev/null 2>&1 || fusermount3 -u -z "$mnt" >/dev/null 2>&1
-  fi
-  if [[ -n $daemon ]]; then
-    for _ in $(seq 300); do alive "$daemon" || break; sleep 0.1; done
-    if alive "$daemon"; then
-      echo "warning: the daemon (pid $daemon) did not exit after the unmount; killing it" >&2
-      kill -KILL "$daemon" 2>/dev/null
-    fi
-    wait "$daemon" 2>/dev/null
-  fi
-  mounted && fusermount3 -u -z "$mnt" >/dev/null 2>&1
-  if ((rc != 0)) && [[ -s $daemon_log ]]; then
-    echo "--- daemon log (last 20 lines):" >&2
-    tail -n 20 "$daemon_log" >&2
-  fi
-  if [[ $keep == 1 ]]; then
-    echo "kept $tmp"
-  elif mounted; then
-    echo "warning: $mnt is still mounted; left $tmp in place" >&2
-  else
-    rm -rf "$tmp"
-  fi
+  scratch_unmount
+  scratch_finish "$rc" "$keep"
   exit "$rc"
 }
 trap cleanup EXIT

@@ -27,6 +27,7 @@
 # Exit status: 0 when everything passed, 1 on a failure, 77 when something
 # it needs is missing (ctest reports the test as skipped).
 set -euo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../testutil" && pwd)/scratch_mount.sh"
 # (No "producer | grep -q": with pipefail, grep's early exit can fail the
 # producer with SIGPIPE. Checks grep captured output or files instead.)
 
@@ -67,31 +68,13 @@ part=$((fio_mib / 16))
 fio_mib=$((part * 16))
 image_mib=$((fio_mib * 2 + 4096))
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/qcfs-stress.XXXXXX")"
-img="$tmp/volume.img"
-mnt="$tmp/mnt"
-logs="$tmp/logs"
-daemon_log="$logs/daemon.log"
-mkdir -p "$mnt" "$logs"
-# Whatever a tool leaves in its working directory lands here.
-cd "$tmp"
-
-daemon=""  # pid of the foreground qcfs daemon while one runs
+scratch_dir qcfs-stress
 tool=""    # pid of the timeout(1) that runs the current tool
 summary=()
 started=$SECONDS
 
-# Mounted, even when its daemon is dead (mountpoint(1) needs a live one).
-mounted() { findmnt -rn -M "$mnt" >/dev/null 2>&1; }
-
-alive() {
-  local state
-  state="$(sed -n 's/^.*) \(.\) .*$/\1/p' "/proc/$1/stat" 2>/dev/null)" || return 1
-  [[ -n $state && $state != Z ]]
-}
-
-# Whatever happened: stop a running tool, unmount (qcfs umount, then a lazy
-# detach), make sure the daemon is gone, remove the temp dir.
+# Whatever happened: stop a running tool, unmount, make sure the daemon is
+# gone, remove the temp dir.
 cleanup() {
   local rc=$?
   set +e
@@ -99,31 +82,8 @@ cleanup() {
     kill -TERM "$tool" 2>/dev/null
     wait "$tool" 2>/dev/null
   fi
-  if mounted; then
-    timeout 120 "$qcfs" umount "$mnt" >/dev/null 2>&1 || fusermount3 -u -z "$mnt" >/dev/null 2>&1
-  fi
-  if [[ -n $daemon ]]; then
-    for _ in $(seq 300); do alive "$daemon" || break; sleep 0.1; done
-    if alive "$daemon"; then
-      echo "warning: the daemon (pid $daemon) did not exit after the unmount; killing it" >&2
-      kill -TERM "$daemon" 2>/dev/null
-      sleep 2
-      kill -KILL "$daemon" 2>/dev/null
-    fi
-    wait "$daemon" 2>/dev/null
-  fi
-  mounted && fusermount3 -u -z "$mnt" >/dev/null 2>&1
-  if ((rc != 0)) && [[ -s $daemon_log ]]; then
-    echo "--- daemon log (last 20 lines):" >&2
-    tail -n 20 "$daemon_log" >&2
-  fi
-  if [[ $keep == 1 ]]; then
-    echo "kept $tmp (image, logs)"
-  elif mounted; then
-    echo "warning: $mnt is still mounted; left $tmp in place" >&2
-  else
-    rm -rf "$tmp"
-  fi
+  scratch_unmount
+  scratch_finish "$rc" "$keep"
   exit "$rc"
 }
 trap cleanup EXIT
